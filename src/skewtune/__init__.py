@@ -6,7 +6,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_adapter"]
+__all__ = ["__version__", "load_adapter", "merge"]
 
 
 def load_adapter(path: str, **kwargs: Any):
@@ -14,3 +14,14 @@ def load_adapter(path: str, **kwargs: Any):
     from skewtune.inference import load_adapter as _load
 
     return _load(path, **kwargs)
+
+
+def merge(adapters: Any, **kwargs: Any):
+    """Merge LoRA adapters into one adapter folder: ``skewtune.merge(adapters=[a, b], method="ties")`` → Path.
+
+    See :func:`skewtune.merge.merge_adapters`. (Once ``skewtune.merge`` the subpackage is imported it replaces
+    this function; the subpackage module is callable with the same signature.)
+    """
+    from skewtune.merge.api import merge_adapters
+
+    return merge_adapters(adapters, **kwargs)

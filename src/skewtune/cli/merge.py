@@ -1,0 +1,139 @@
+"""``skewtune merge``: merge LoRA adapters; ``skewtune merge-into-base``: fold one into its backbone.
+
+Heavy imports (torch, peft) happen inside the handlers so ``skewtune --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# kept in step with skewtune.merge.methods.MERGE_METHODS (tests check it); unknown names fail with the list
+METHOD_NAMES = ("cat", "dare_linear", "dare_ties", "linear", "magnitude_prune", "svd", "task_arithmetic", "ties")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("merge", help="merge LoRA adapters (linear, ties, dare, svd, …) into one adapter")
+    parser.add_argument("--adapters", nargs="+", required=True,
+                        help="two or more adapter folders (or NAME[@vN] refs on --hub)")
+    parser.add_argument("--hub", default=None, help="hub URL for adapter refs (default: $SKEWTUNE_HUB)")
+    parser.add_argument("--weights", nargs="+", type=float, default=None,
+                        help="one weight per adapter (default 1/n; 1 for task_arithmetic, ties, dare_ties)")
+    parser.add_argument("--method", default="ties", help=f"one of: {', '.join(METHOD_NAMES)} (default ties)")
+    parser.add_argument("--density", type=float, default=0.5, help="kept fraction in (0, 1] for ties/dare/magnitude_prune")
+    parser.add_argument("--scale", type=float, default=1.0, help="λ multiplying the merged update (task arithmetic)")
+    parser.add_argument("--target_rank", type=int, default=None, help="rank of the SVD-factorised methods")
+    parser.add_argument("--seed", type=int, default=0, help="seed of DARE's random drop")
+    parser.add_argument("--majority_sign_method", default="total", help="TIES sign election: total or frequency")
+    parser.add_argument("--head_method", default=None, help="merge method for same-label heads (default: --method)")
+    parser.add_argument("--tasks", nargs="+", default=None, help="task name per adapter (multi-task merges)")
+    parser.add_argument("--name", default=None, help="name recorded in the manifest and card")
+    parser.add_argument("--output_dir", default=None, help="default: ./merged-<method>-<hash>")
+    parser.add_argument("--eval", nargs="+", default=None, metavar="TASK=DATASET",
+                        help="score each source and the merge on DATASET for TASK")
+    parser.set_defaults(func=_run_merge)
+
+    fold = subparsers.add_parser("merge-into-base", help="fold an adapter into its backbone (transformers folder)")
+    fold.add_argument("--adapter", required=True, help="adapter folder")
+    fold.add_argument("--base", required=True, help="backbone name or folder")
+    fold.add_argument("--output_dir", required=True)
+    fold.add_argument("--quant", choices=["none", "8bit"], default="none")
+    fold.add_argument("--task", default=None, help="task of a multi-task adapter (default: its default task)")
+    fold.add_argument("--no_verify", action="store_true", help="skip the logits check against the unmerged model")
+    fold.set_defaults(func=_run_merge_into_base)
+
+
+def parse_evals(items: list[str] | None) -> list[tuple[str, str]]:
+    """``["task=dataset", …]`` → pairs; ConfigError on a malformed item."""
+    from skewtune.errors import ConfigError
+
+    pairs = []
+    for item in items or []:
+        task, sep, dataset = item.partition("=")
+        if not sep or not task.strip() or not dataset.strip():
+            raise ConfigError(f"--eval item '{item}' is not TASK=DATASET", "pass e.g. --eval sentiment=tweets")
+        pairs.append((task.strip(), dataset.strip()))
+    return pairs
+
+
+def eval_hook() -> Callable[..., dict[str, Any]]:
+    """``skewtune.evaluation.evaluate_adapter(adapter_dir, dataset_name) -> dict``, or ConfigError if absent."""
+    from skewtune.errors import ConfigError
+
+    try:
+        from skewtune.evaluation import evaluate_adapter  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise ConfigError("--eval needs skewtune.evaluation.evaluate_adapter, which this version lacks",
+                          "drop --eval and evaluate the merged adapter separately") from exc
+    return evaluate_adapter
+
+
+def _score(metrics: dict[str, Any]) -> str:
+    for key in ("macro_f1", "eval_macro_f1", "f1_macro", "accuracy", "eval_accuracy"):
+        if isinstance(metrics.get(key), int | float):
+            return f"{key}={metrics[key]:.4f}"
+    numeric = [(k, v) for k, v in metrics.items() if isinstance(v, int | float)]
+    return ", ".join(f"{k}={v:.4f}" for k, v in numeric[:3]) or json.dumps(metrics, default=str)[:80]
+
+
+def _evaluate(evaluate: Callable[..., dict[str, Any]], folder: Path, dataset: str, task: str | None) -> dict[str, Any]:
+    try:
+        accepts_task = "task" in inspect.signature(evaluate).parameters
+    except (TypeError, ValueError):
+        accepts_task = False
+    if accepts_task and task is not None:
+        return evaluate(str(folder), dataset, task=task)
+    return evaluate(str(folder), dataset)
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    evals = parse_evals(args.eval)
+    evaluate = eval_hook() if evals else None
+    from skewtune.merge.api import merge_adapters
+
+    out = merge_adapters(
+        adapters=args.adapters,
+        weights=args.weights,
+        method=args.method,
+        density=args.density,
+        scale=args.scale,
+        target_rank=args.target_rank,
+        seed=args.seed,
+        output_dir=args.output_dir,
+        majority_sign_method=args.majority_sign_method,
+        head_method=args.head_method,
+        tasks=args.tasks,
+        name=args.name,
+        hub_url=args.hub,
+    )
+    manifest = json.loads((out / "skewtune.json").read_text(encoding="utf-8"))
+    lineage = manifest["lineage"]
+    tasks = manifest.get("tasks") or {}
+    print(f"wrote {lineage['method']} merge of {len(lineage['sources'])} adapters to {out}"
+          f" (max abs factorisation error {lineage['max_abs_error']:.3g}"
+          + (f"; tasks: {', '.join(tasks)}" if tasks else "") + ")")
+    if evaluate is not None:
+        print("task\tadapter\tscore")
+        for task, dataset in evals:
+            members = [s for s in lineage["sources"] if s.get("task") == task] or lineage["sources"]
+            for src in members:
+                print(f"{task}\t{src['name']}\t{_score(_evaluate(evaluate, Path(src['path']), dataset, None))}")
+            merged_task = task if task in tasks else None
+            print(f"{task}\t{out.name} (merged)\t{_score(_evaluate(evaluate, out, dataset, merged_task))}")
+    return 0
+
+
+def _run_merge_into_base(args: argparse.Namespace) -> int:
+    from skewtune.merge.base import merge_into_base
+
+    out = merge_into_base(args.adapter, args.base, args.output_dir, quant=args.quant, task=args.task,
+                          verify=not args.no_verify)
+    info = json.loads((out / "skewtune_merge.json").read_text(encoding="utf-8"))
+    check = info.get("verified")
+    note = f"; max |Δlogit| vs unmerged {check['max_abs_logit_diff']:.3g}" if check else ""
+    print(f"wrote merged {args.quant} model to {out}{note}")
+    return 0

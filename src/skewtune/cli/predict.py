@@ -1,0 +1,35 @@
+"""``skewtune predict``: label + probabilities per input row, written as JSONL (atomically)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("predict", help="predict labels with a saved adapter")
+    parser.add_argument("--adapter", required=True, help="adapter folder (or hub ref with --hub)")
+    parser.add_argument("--input", required=True, help="file.txt (one text per line), .csv, .tsv, .jsonl, .json, .parquet")
+    parser.add_argument("--output", required=True, help="predictions .jsonl")
+    parser.add_argument("--text_column", default="text")
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--quant", choices=["8bit", "4bit", "none"], default=None, help="default: as trained")
+    parser.add_argument("--merge", action="store_true", help="fold LoRA into an fp32 backbone (faster)")
+    parser.add_argument("--max_length", type=int, default=128)
+    parser.add_argument("--encoding", default="utf-8")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from skewtune.inference import load_adapter, read_inputs
+    from skewtune.utils.io import atomic_write_text, check_writable_dir
+
+    texts = read_inputs(args.input, args.text_column, args.encoding)
+    check_writable_dir(Path(args.output).parent if str(Path(args.output).parent) else ".")
+    classifier = load_adapter(args.adapter, quant=args.quant, merge=args.merge, max_length=args.max_length)
+    rows = classifier.predict(texts, batch_size=args.batch_size, progress=True)
+    lines = [json.dumps({"text": t, **r}, ensure_ascii=False) for t, r in zip(texts, rows)]
+    atomic_write_text(args.output, "\n".join(lines) + "\n")
+    print(f"wrote {len(rows)} predictions to {args.output}")
+    return 0

@@ -1,0 +1,155 @@
+"""Read labelled text from CSV / TSV / JSONL / JSON / Parquet / TXT files with clear errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from skewtune.errors import DataError
+
+TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
+
+
+def _decode(path: Path, encoding: str) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} is not valid {encoding} (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})",
+            "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8) or pass --encoding latin-1",
+        ) from exc
+
+
+def read_rows(path: str | Path, encoding: str = "utf-8") -> list[dict[str, object]]:
+    """All rows of a table file as dicts (TXT: one ``text`` per non-empty line)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"dataset file {path} does not exist", "check the path, or use --dataset tweets")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a data file", f"point at a {'/'.join(TEXT_SUFFIXES)} file")
+    suffix = path.suffix.lower()
+    if suffix not in TEXT_SUFFIXES:
+        raise DataError(f"unsupported data file type '{suffix or path.name}'", f"use one of {', '.join(TEXT_SUFFIXES)}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty", "give a file with a header row and at least one example per class")
+    if suffix == ".parquet":
+        import pandas as pd
+
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises many types for corrupt files
+            raise DataError(f"{path} is not a readable Parquet file ({type(exc).__name__})", "re-export the file") from exc
+        return frame.to_dict(orient="records")
+    text = _decode(path, encoding)
+    if suffix == ".txt":
+        return [{"text": line} for line in text.splitlines() if line.strip()]
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})", "fix the file or use JSONL") from exc
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise DataError(f"{path} must hold a JSON list of objects", "write one object per example")
+        return data
+    if suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path} line {number} is not valid JSON ({exc.msg})", "fix or remove that line") from exc
+            if not isinstance(row, dict):
+                raise DataError(f"{path} line {number} is not a JSON object", "write one object per line")
+            rows.append(row)
+        return rows
+    delimiter = "\t" if suffix == ".tsv" else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{path} has no header row", "add a header naming the text and label columns") from None
+    except csv.Error as exc:
+        raise DataError(f"{path} is not valid CSV ({exc})", "fix the quoting of the file") from exc
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    rows = []
+    try:
+        for record in reader:
+            if not record or all(not cell.strip() for cell in record):
+                continue
+            if len(record) != len(header):
+                raise DataError(
+                    f"{path} line {reader.line_num} has {len(record)} fields but the header has {len(header)}",
+                    "quote fields that contain the delimiter, or fix the ragged line",
+                )
+            rows.append(dict(zip(header, record)))
+    except csv.Error as exc:
+        raise DataError(f"{path} is not valid CSV at line {reader.line_num} ({exc})", "fix the quoting") from exc
+    return rows
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+
+
+def read_table(
+    path: str | Path,
+    text_column: str = "text",
+    label_column: str | None = "label",
+    encoding: str = "utf-8",
+) -> tuple[list[str], list[str] | None]:
+    """(texts, labels) from a file; labels are strings (``1.0`` and ``1`` are the same class)."""
+    rows = read_rows(path, encoding=encoding)
+    if not rows:
+        raise DataError(f"{path} holds no rows", "add examples")
+    columns = list(rows[0].keys())
+    if text_column not in columns:
+        raise DataError(
+            f"text column '{text_column}' not found in {path} (columns: {', '.join(map(str, columns))})",
+            "pass --text_column NAME",
+        )
+    if label_column is not None and label_column not in columns:
+        raise DataError(
+            f"label column '{label_column}' not found in {path} (columns: {', '.join(map(str, columns))})",
+            "pass --label_column NAME",
+        )
+    texts: list[str] = []
+    labels: list[str] | None = [] if label_column is not None else None
+    for number, row in enumerate(rows, start=1):
+        text = row.get(text_column)
+        texts.append("" if _is_missing(text) else str(text))
+        if labels is not None:
+            label = row.get(label_column)
+            if _is_missing(label):
+                raise DataError(f"{path} row {number} has an empty or NaN label", "fill or drop rows without a label")
+            labels.append(normalise_label(label))
+    return texts, labels
+
+
+def normalise_label(label: object) -> str:
+    """Labels are class names; integral floats (``1.0``) become ``1`` so CSV and JSON agree."""
+    if isinstance(label, bool):
+        return str(label).lower()
+    if isinstance(label, float):
+        if math.isnan(label):
+            raise DataError("a label is NaN", "fill or drop rows without a label")
+        if not label.is_integer():
+            raise DataError(f"label {label!r} is a fractional number; labels must be class names or integers",
+                            "this looks like a regression target: bin it into classes first")
+        return str(int(label))
+    text = str(label).strip()
+    try:
+        as_float = float(text)
+    except ValueError:
+        return text
+    if math.isnan(as_float):
+        raise DataError("a label is NaN", "fill or drop rows without a label")
+    if not as_float.is_integer():
+        raise DataError(f"label '{text}' is a fractional number; labels must be class names or integers",
+                        "this looks like a regression target: bin it into classes first")
+    return str(int(as_float))

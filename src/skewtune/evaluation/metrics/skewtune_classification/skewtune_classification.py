@@ -1,0 +1,47 @@
+"""Offline ``evaluate`` metric: accuracy, macro/weighted F1, per-class precision/recall/F1, confusion matrix.
+
+Loaded with ``evaluate.load(<path to this folder>)`` so no script is fetched from the Hugging Face Hub
+(``evaluate.load("accuracy")`` needs the network). Computations are scikit-learn's.
+"""
+
+import datasets
+import evaluate
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+_DESCRIPTION = "Accuracy, macro and weighted F1, per-class precision/recall/F1 and the confusion matrix."
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions: predicted class ids.
+    references: gold class ids.
+    num_labels: number of classes (so absent classes still get a row).
+Returns:
+    accuracy, macro_f1, weighted_f1, per_class_precision, per_class_recall, per_class_f1 (lists by class id),
+    confusion_matrix (rows = gold, columns = predicted).
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class SkewtuneClassification(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation="",
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
+        )
+
+    def _compute(self, predictions, references, num_labels=None):
+        labels = list(range(num_labels)) if num_labels else sorted(set(references) | set(predictions))
+        precision, recall, f1, support = precision_recall_fscore_support(
+            references, predictions, labels=labels, zero_division=0
+        )
+        return {
+            "accuracy": float(accuracy_score(references, predictions)),
+            "macro_f1": float(f1_score(references, predictions, labels=labels, average="macro", zero_division=0)),
+            "weighted_f1": float(f1_score(references, predictions, labels=labels, average="weighted", zero_division=0)),
+            "per_class_precision": [float(x) for x in precision],
+            "per_class_recall": [float(x) for x in recall],
+            "per_class_f1": [float(x) for x in f1],
+            "support": [int(x) for x in support],
+            "confusion_matrix": confusion_matrix(references, predictions, labels=labels).tolist(),
+        }

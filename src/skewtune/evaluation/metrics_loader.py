@@ -1,0 +1,44 @@
+"""Load skewtune's bundled ``evaluate`` metric modules by name, with no network access."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from skewtune.utils.registry import Registry
+
+METRICS_DIR = Path(__file__).parent / "metrics"
+METRICS: Registry[Path] = Registry("metric")
+for _folder in sorted(METRICS_DIR.iterdir()) if METRICS_DIR.is_dir() else []:
+    if (_folder / f"{_folder.name}.py").is_file():
+        METRICS.add(_folder.name.removeprefix("skewtune_"), _folder)
+
+
+@cache
+def load_metric(name: str = "classification") -> Any:
+    """``evaluate.load`` on the bundled module folder; HF_HUB_OFFLINE keeps evaluate from any lookup."""
+    import evaluate
+
+    folder = METRICS.get(name)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+    return evaluate.load(str(folder))
+
+
+def classification_report(predictions: list[int], references: list[int], id2label: dict[int, str]) -> dict[str, Any]:
+    """Metrics named for metrics.json: accuracy, macro/weighted F1 and per-class scores keyed by label."""
+    result = load_metric("classification").compute(
+        predictions=predictions, references=references, num_labels=len(id2label)
+    )
+    names = [id2label[i] for i in range(len(id2label))]
+    return {
+        "accuracy": result["accuracy"],
+        "macro_f1": result["macro_f1"],
+        "weighted_f1": result["weighted_f1"],
+        "per_class_f1": dict(zip(names, result["per_class_f1"])),
+        "per_class_precision": dict(zip(names, result["per_class_precision"])),
+        "per_class_recall": dict(zip(names, result["per_class_recall"])),
+        "confusion_matrix": result["confusion_matrix"],
+    }

@@ -1,0 +1,37 @@
+"""Plots written atomically as PNG (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from skewtune.utils.io import atomic_write_bytes
+
+
+def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: str | Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    data = np.asarray(matrix, dtype=float)
+    row_sums = data.sum(axis=1, keepdims=True)
+    normalised = np.divide(data, row_sums, out=np.zeros_like(data), where=row_sums > 0)
+    size = max(4.0, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{int(data[i, j])}\n{normalised[i, j]:.2f}", ha="center", va="center",
+                    color="white" if normalised[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_title(title or "confusion matrix (rows: gold)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,114 @@
+"""Load an adapter folder (safetensors only, verified) onto its backbone and predict, batched, in inference mode."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from skewtune.errors import AdapterError, DataError
+
+
+@dataclass
+class AdapterClassifier:
+    """A backbone + adapter ready for prediction."""
+
+    model: Any
+    tokenizer: Any
+    id2label: dict[int, str]
+    manifest: dict[str, Any]
+    max_length: int = 128
+    decision: dict[str, Any] | None = None
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.id2label[i] for i in range(len(self.id2label))]
+
+    def logits(self, texts: list[str], batch_size: int = 128, progress: bool = False) -> torch.Tensor:
+        from skewtune.data.batching import PaddingCollator, tokenize_split
+        from skewtune.training.loop import predict_logits
+
+        split = tokenize_split(self.tokenizer, texts, None, self.max_length, "input")
+        collator = PaddingCollator(self.tokenizer.pad_token_id, padding_side=getattr(self.tokenizer, "padding_side", "right"))
+        logits = predict_logits(self.model, split, collator, batch_size, self.device, progress=progress)
+        if self.decision:
+            from skewtune.imbalance.decision import apply_decision
+
+            logits = apply_decision(logits, self.decision)
+        return logits
+
+    def predict(self, texts: list[str], batch_size: int = 128, progress: bool = False) -> list[dict[str, Any]]:
+        """One dict per text: ``label`` and ``probabilities`` (label → p)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            return []
+        probs = torch.softmax(self.logits(list(texts), batch_size, progress), dim=-1)
+        labels = self.labels
+        return [
+            {"label": labels[int(row.argmax())], "probabilities": {lab: float(p) for lab, p in zip(labels, row)}}
+            for row in probs
+        ]
+
+
+def load_adapter(
+    path: str | Path, *, backbone: str | None = None, quant: str | None = None, merge: bool = False,
+    device: str | None = None, verify: bool = True, max_length: int = 128,
+) -> AdapterClassifier:
+    """Load ``path`` (an adapter folder saved by skewtune) on its backbone.
+
+    ``quant`` defaults to the mode used in training; ``merge=True`` folds LoRA into the weights for speed
+    (fp32 backbones only). Files are hash-checked against ``skewtune.json`` unless ``verify=False``.
+    """
+    from skewtune.adapters import load_trained_adapter
+    from skewtune.adapters.io import check_folder_safe, read_manifest, verify_folder
+    from skewtune.backbones import load_backbone, load_tokenizer, resolve_backbone
+    from skewtune.training.pipeline import quiet_libraries
+
+    quiet_libraries()
+    folder = Path(path)
+    check_folder_safe(folder)
+    manifest = read_manifest(folder)
+    if verify:
+        verify_folder(folder, manifest)
+    try:
+        adapter_config = json.loads((folder / "adapter_config.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise AdapterError(f"{folder}/adapter_config.json is not valid JSON", "re-save the adapter") from exc
+    id2label = {int(k): v for k, v in manifest["id2label"].items()}
+    spec = resolve_backbone(backbone or manifest.get("backbone") or adapter_config.get("base_model_name_or_path"))
+    task = manifest.get("task_type", "seq_cls")
+    mode = quant or manifest.get("quant", "none")
+    if merge:
+        mode = "none"
+    model = load_backbone(spec, task=task, num_labels=len(id2label), id2label=id2label, quant=mode)
+    try:
+        model = load_trained_adapter(model, str(folder), is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise AdapterError(f"adapter {folder} does not fit backbone '{spec.name}': {first}",
+                           "load it on the backbone it was trained on (see skewtune.json)") from exc
+    if merge and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.eval()
+    tokenizer = load_tokenizer(spec)
+    target = torch.device(device) if device else next(p.device for p in model.parameters())
+    if mode == "none":
+        model.to(target)
+    return AdapterClassifier(model=model, tokenizer=tokenizer, id2label=id2label, manifest=manifest,
+                             max_length=max_length, decision=manifest.get("decision"), device=target)
+
+
+def read_inputs(path: str | Path, text_column: str = "text", encoding: str = "utf-8") -> list[str]:
+    """Texts from .txt (one per line), .csv/.tsv/.jsonl/.json/.parquet (``text_column``)."""
+    from skewtune.data.readers import read_table
+
+    texts, _ = read_table(path, text_column=text_column, label_column=None, encoding=encoding)
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise DataError(f"{len(empty)} empty text(s) in {path} (first at row {empty[0] + 1})", "remove empty rows")
+    return texts

@@ -1,0 +1,92 @@
+"""Shared fixtures: a tiny random BERT backbone (real MiniLM tokenizer, random 2-layer weights) and small data."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("SKEWTUNE_CACHE", str(Path(__file__).resolve().parent.parent / ".cache-test"))
+
+REPO = Path(__file__).resolve().parent.parent
+
+POSITIVE = ["great", "love", "wonderful", "happy", "excellent", "fantastic", "good", "nice", "amazing", "best"]
+NEGATIVE = ["awful", "hate", "terrible", "sad", "horrible", "bad", "worst", "poor", "ugly", "angry"]
+FILLER = ["the", "movie", "car", "phone", "day", "service", "food", "weather", "team", "song", "is", "was", "so"]
+
+
+def make_texts(n: int, seed: int = 0, classes: int = 2) -> tuple[list[str], list[str]]:
+    """Separable toy sentiment: each text holds one cue word of its class among filler words."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    cues = [NEGATIVE, POSITIVE, ["okay", "fine", "average", "neutral", "normal"]][:classes]
+    names = ["negative", "positive", "neutral"][:classes]
+    for i in range(n):
+        c = i % classes
+        words = rng.sample(FILLER, 4) + [rng.choice(cues[c])]
+        rng.shuffle(words)
+        texts.append(" ".join(words) + f" {i}")
+        labels.append(names[c])
+    return texts, labels
+
+
+def write_csv(path: Path, texts: list[str], labels: list[str] | None, text_col: str = "text", label_col: str = "label") -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([text_col, label_col] if labels is not None else [text_col])
+        for i, text in enumerate(texts):
+            writer.writerow([text, labels[i]] if labels is not None else [text])
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, hidden-32 BERT with MiniLM's real tokenizer, saved as safetensors."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from skewtune.backbones import resolve_backbone
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    source = Path(resolve_backbone("minilm").path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (source / name).exists():
+            shutil.copy(source / name, folder / name)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128)
+    model = BertModel(config)
+    # "pretrain" one feature: cue words of each class share an embedding direction, as in a real encoder
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    direction = torch.randn(config.hidden_size)
+    direction /= direction.norm()
+    with torch.no_grad():
+        for sign, words in ((1.0, POSITIVE), (-1.0, NEGATIVE)):
+            for word in words:
+                for token_id in tokenizer(word, add_special_tokens=False)["input_ids"]:
+                    model.embeddings.word_embeddings.weight[token_id] += 2.0 * sign * direction
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def toy_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    texts, labels = make_texts(240, seed=1)
+    return write_csv(tmp_path_factory.mktemp("data") / "toy.csv", texts, labels)
+
+
+def tiny_args(tiny_bert: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    """Flags for a fast run on the tiny backbone."""
+    return [
+        "--dataset", str(data), "--backbone", str(tiny_bert), "--output_dir", str(out), "--quant", "none",
+        "--num_train_epochs", "3", "--learning_rate", "1e-2", "--per_device_train_batch_size", "16",
+        "--baselines", "false", "--report_plots", "false", *extra,
+    ]

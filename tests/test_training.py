@@ -1,0 +1,117 @@
+"""The training pipeline end to end on a tiny random backbone: outputs contract, vanilla peft reload, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from skewtune.cli.main import main as cli_main
+from tests.conftest import make_texts, tiny_args, write_csv
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert: Path, toy_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "out"
+    code = cli_main(["train", *tiny_args(tiny_bert, toy_csv, out), "--report_plots", "true", "--baselines", "true"])
+    assert code == 0
+    return out
+
+
+def test_outputs_contract(trained: Path) -> None:
+    metrics = json.loads((trained / "metrics.json").read_text())
+    for key in ("eval_accuracy", "eval_macro_f1", "eval_per_class_f1", "train_runtime_s", "train_samples_per_second",
+                "trainable_params", "all_params", "backbone_bytes", "peak_rss_mb", "baseline_majority_macro_f1",
+                "baseline_tfidf_macro_f1"):
+        assert key in metrics, key
+    assert set(metrics["eval_per_class_f1"]) == {"negative", "positive"}
+    assert 0 < metrics["trainable_params"] < metrics["all_params"]
+    # the toy task is separable by one cue word: the adapter must learn it
+    assert metrics["eval_macro_f1"] > 0.9
+    adapter = trained / "adapter"
+    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md", "skewtune.json"):
+        assert (adapter / name).is_file(), name
+    card = (adapter / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: peft" in card and "base_model:" in card
+    manifest = json.loads((adapter / "skewtune.json").read_text())
+    assert manifest["id2label"] == {"0": "negative", "1": "positive"}
+    assert (trained / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(trained.rglob("*.tmp")), "no temporary leftovers"
+
+
+def test_vanilla_peft_reproduces_logits(trained: Path, tiny_bert: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import skewtune
+
+    texts = ["the movie was great", "awful service today", "so happy with the phone"]
+    ours = skewtune.load_adapter(trained / "adapter")
+    base = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=2)
+    vanilla = PeftModel.from_pretrained(base, str(trained / "adapter")).eval()
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    with torch.inference_mode():
+        expected = vanilla(**tok(texts, return_tensors="pt", padding=True)).logits
+    got = ours.logits(texts)
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    preds = ours.predict(texts)
+    assert [p["label"] for p in preds] == [ours.labels[i] for i in expected.argmax(-1).tolist()]
+    assert abs(sum(preds[0]["probabilities"].values()) - 1) < 1e-5
+
+
+def test_predict_cli_writes_jsonl(trained: Path, tmp_path: Path) -> None:
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("what a great day\nterrible weather\n", encoding="utf-8")
+    out = tmp_path / "preds.jsonl"
+    assert cli_main(["predict", "--adapter", str(trained / "adapter"), "--input", str(inputs), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in rows] == ["what a great day", "terrible weather"]
+    assert all(r["label"] in ("negative", "positive") and len(r["probabilities"]) == 2 for r in rows)
+
+
+def test_int8_training_and_reload(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
+    """8-bit backbone: heads stay fp32 and trainable; reloaded in 8-bit, predictions match vanilla fp32 peft."""
+    out = tmp_path / "int8"
+    assert cli_main(["train", *tiny_args(tiny_bert, toy_csv, out, "--quant", "8bit")]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["quant"] == "8bit" and metrics["eval_macro_f1"] > 0.8
+    import skewtune
+
+    texts, _ = make_texts(40, seed=5)
+    int8 = skewtune.load_adapter(out / "adapter")
+    fp32 = skewtune.load_adapter(out / "adapter", quant="none")
+    agree = (int8.logits(texts).argmax(-1) == fp32.logits(texts).argmax(-1)).float().mean().item()
+    assert agree >= 0.95
+
+
+def test_resume_matches_uninterrupted(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
+    """Cut a run back to its step-3 checkpoint (as if killed there), rerun: the same adapter as uninterrupted."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    flags = ("--checkpoint_every_steps", "3", "--keep_checkpoints", "50")
+    full = tmp_path / "full"
+    assert cli_main(["train", *tiny_args(tiny_bert, toy_csv, full, *flags)]) == 0
+    part = tmp_path / "part"
+    shutil.copytree(full / "checkpoints" / "step-3", part / "checkpoints" / "step-3")
+    # the rerun finds the checkpoint of a run with the same settings and resumes it automatically
+    assert cli_main(["train", *tiny_args(tiny_bert, toy_csv, part, *flags)]) == 0
+    a = load_file(str(full / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(part / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    ma = json.loads((full / "metrics.json").read_text())
+    mb = json.loads((part / "metrics.json").read_text())
+    assert ma["eval_macro_f1"] == mb["eval_macro_f1"] and ma["train_steps"] == mb["train_steps"]
+
+
+def test_labels_as_integers_and_tsv(tiny_bert: Path, tmp_path: Path) -> None:
+    texts, labels = make_texts(120, seed=3)
+    data = write_csv(tmp_path / "ints.csv", texts, ["1" if lab == "positive" else "0" for lab in labels])
+    out = tmp_path / "o"
+    assert cli_main(["train", *tiny_args(tiny_bert, data, out, "--num_train_epochs", "1")]) == 0
+    manifest = json.loads((out / "adapter" / "skewtune.json").read_text())
+    assert manifest["id2label"] == {"0": "0", "1": "1"}
