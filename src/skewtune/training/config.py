@@ -51,11 +51,13 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     mixed_precision: str = "auto"  # auto | no | fp16 | bf16
     seed: int = 42
-    # imbalance
-    loss: str = "ce"
-    sampler: str | None = None
-    augment: str | None = None
-    post_hoc: str | None = None
+    # imbalance (skewtune.imbalance registries)
+    loss: str = "ce"  # ce | weighted_ce | sqrt_weighted_ce | focal | class_balanced | ldam | logit_adjusted | dice | label_smoothing
+    sampler: str | None = None  # row resamplers (random_over, random_under, tomek, …) or class_balanced | sqrt_frequency
+    sampler_ratio: float | None = None  # minority/majority size after row resampling, in (0, 1]
+    augment: str | None = None  # eda | synonym_replacement | random_insertion | random_swap | random_deletion
+    augment_ratio: float = 0.5  # augment minority classes up to this fraction of the largest class
+    post_hoc: str | None = None  # logit_adjustment | bias_tuning (fitted on validation, applied by predict)
     # outputs and runtime
     output_dir: str | None = None  # default outputs/<recipe>/<timestamp>
     overwrite_output_dir: bool = False

@@ -134,6 +134,8 @@ def fit(
         state.epoch = epoch
         # Accelerate's DataLoaderShard re-seeds its batch sampler with its own iteration count on __iter__;
         # pin it to the epoch so a resumed run (fresh loader, count 0) draws the same batches.
+        if hasattr(loss_fn, "set_epoch"):  # LDAM's deferred re-weighting
+            loss_fn.set_epoch(epoch)
         for target in (batch_sampler, train_loader):
             if hasattr(target, "set_epoch"):
                 target.set_epoch(epoch)

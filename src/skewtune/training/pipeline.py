@@ -159,6 +159,9 @@ def prepare(cfg: TrainConfig, recipe: str = "train", task: str = "seq_cls") -> R
         validation_file=cfg.validation_file, test_file=cfg.test_file, max_train_samples=cfg.max_train_samples,
         max_eval_samples=cfg.max_eval_samples, skip_empty_texts=cfg.skip_empty_texts, encoding=cfg.encoding,
     )
+    check_imbalance_names(cfg)
+    if cfg.augment:
+        augment_training_split(splits, cfg)
     spec = resolve_backbone(cfg.backbone)
     accelerator = build_accelerator(cfg)
     set_seed(cfg.seed)
@@ -178,6 +181,68 @@ def prepare(cfg: TrainConfig, recipe: str = "train", task: str = "seq_cls") -> R
     collator = PaddingCollator(tokenizer.pad_token_id, padding_side=getattr(tokenizer, "padding_side", "right"))
     return Run(cfg=cfg, recipe=recipe, output_dir=output_dir, accelerator=accelerator, splits=splits, spec=spec,
                tokenizer=tokenizer, model=model, tokenized=tokenized, collator=collator, resume_dir=resume_dir)
+
+
+def check_imbalance_names(cfg: TrainConfig) -> None:
+    """Unknown loss/sampler/augment/post-hoc names fail before anything loads."""
+    from skewtune.imbalance import AUGMENTERS, LOSSES, POST_HOC, SAMPLERS
+
+    LOSSES.get(cfg.loss)
+    if cfg.sampler:
+        SAMPLERS.get(cfg.sampler)
+        if cfg.sampler in ("smote", "adasyn", "borderline_smote"):
+            from skewtune.errors import ConfigError
+
+            raise ConfigError(f"--sampler {cfg.sampler} interpolates sentence embeddings, not texts",
+                              "use it on embeddings (skewtune.imbalance.EmbeddingSMOTE) or pick a text sampler")
+    if cfg.augment:
+        AUGMENTERS.get(cfg.augment)
+    if cfg.post_hoc:
+        POST_HOC.get(cfg.post_hoc)
+
+
+def augment_training_split(splits: Any, cfg: TrainConfig) -> None:
+    """Minority-only augmentation of the training split (validation and test are never touched)."""
+    from skewtune.imbalance import augment_minority
+
+    rows = augment_minority(splits.train_texts, splits.train_labels, target_ratio=cfg.augment_ratio,
+                            method=cfg.augment, seed=cfg.seed, classes=splits.labels)
+    splits.train_texts, splits.train_labels = list(rows.texts), list(rows.labels)
+    splits.info["augmented_rows"] = int(rows.num_added)
+
+
+def resampled_indices(run: Run, epoch: int) -> list[int] | None:
+    """Training row indices for ``epoch`` under ``--sampler`` (None: every row once)."""
+    cfg = run.cfg
+    if not cfg.sampler:
+        return None
+    from skewtune.imbalance import build_sampler
+
+    labels = run.tokenized["train"].labels
+    if cfg.sampler in ("class_balanced", "sqrt_frequency"):
+        # one shared draw per epoch; Accelerate then shards the length-grouped batches across processes
+        sampler = build_sampler(cfg.sampler, labels=labels, seed=cfg.seed, num_replicas=1, rank=0)
+        sampler.set_epoch(epoch)
+        return sampler.global_indices().tolist()
+    if epoch > 0 and getattr(run, "_row_indices", None) is not None:
+        return run._row_indices
+    resampler = build_sampler(cfg.sampler, ratio=cfg.sampler_ratio, seed=cfg.seed)
+    resampler.fit_resample(run.splits.train_texts, labels)
+    run._row_indices = resampler.sample_indices_.tolist()
+    return run._row_indices
+
+
+def fit_decision_rule(run: Run) -> None:
+    """``--post_hoc``: fit a logit adjustment / per-class bias on validation logits (applied to test + predict)."""
+    if not run.cfg.post_hoc:
+        return
+    from skewtune.imbalance import fit_post_hoc
+
+    logits = predict_logits(run.accelerator.unwrap_model(run.model), run.tokenized["validation"], run.collator,
+                            run.cfg.per_device_eval_batch_size, run.accelerator.device, accelerator=run.accelerator)
+    run.decision = fit_post_hoc(run.cfg.post_hoc, logits, run.tokenized["validation"].labels,
+                                class_counts=run.splits.class_counts())
+    run.metrics["post_hoc"] = run.decision
 
 
 def build_loss(run: Run):
@@ -203,8 +268,11 @@ def train(run: Run) -> FitState:
     cfg, accelerator = run.cfg, run.accelerator
     train_split = run.tokenized["train"]
     batch_sampler = LengthGroupedBatchSampler(
-        train_split.lengths, cfg.per_device_train_batch_size, max_tokens=cfg.max_tokens_per_batch, seed=cfg.seed
+        train_split.lengths, cfg.per_device_train_batch_size, max_tokens=cfg.max_tokens_per_batch, seed=cfg.seed,
+        indices=resampled_indices(run, 0),
     )
+    if cfg.sampler:
+        batch_sampler.resample = lambda epoch: resampled_indices(run, epoch)
     # a private generator: creating a DataLoader iterator otherwise draws from the global torch RNG, which would
     # shift dropout masks after a resume (the resumed run creates one more iterator)
     loader = DataLoader(train_split, batch_sampler=batch_sampler, collate_fn=run.collator, num_workers=0,
