@@ -19,6 +19,7 @@ from skewtune.training import (
     add_config_arguments,
     config_from_args,
     finish_metrics,
+    fit_decision_rule,
     prepare,
     print_summary,
     save_outputs,
