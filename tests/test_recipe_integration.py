@@ -66,13 +66,14 @@ def test_two_process_cpu_ddp(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> 
     out = tmp_path / "ddp"
     config = REPO / "recipes" / "configs" / "accelerate_cpu_ddp.yaml"
     proc = _run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                 "--main_process_port", str(_free_port()), str(RECIPE), *tiny_args(tiny_bert, toy_csv, out)])
+                 "--main_process_port", str(_free_port()), str(RECIPE),
+                 *tiny_args(tiny_bert, toy_csv, out, "--num_train_epochs", "6")])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_processes"] == 2, proc.stderr[-2000:]
     assert metrics["eval_macro_f1"] > 0.9
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     # each optimizer step consumed two shards: half the steps of a single process over the same data
     single = tmp_path / "single"
-    _run([sys.executable, str(RECIPE), *tiny_args(tiny_bert, toy_csv, single)])
+    _run([sys.executable, str(RECIPE), *tiny_args(tiny_bert, toy_csv, single, "--num_train_epochs", "6")])
     steps_single = json.loads((single / "metrics.json").read_text())["train_steps"]
     assert metrics["train_steps"] == (steps_single + 1) // 2

@@ -398,8 +398,11 @@ def load_trained_adapter(base_model: Any, folder: str | Path, *, is_trainable: b
     try:
         model = PeftModel.from_pretrained(base_model, str(folder), is_trainable=is_trainable)
     except (ValueError, RuntimeError, KeyError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        # torch's "Error(s) in loading state_dict for …:" says nothing by itself: name the first mismatch
+        detail = next((line for line in lines if "size mismatch" in line), lines[0])[:300]
         raise AdapterError(
-            f"cannot load the adapter in {folder} on this backbone: {str(exc).splitlines()[0]}",
+            f"cannot load the adapter in {folder} on this backbone: {detail}",
             "load it on the backbone (and task head) it was trained with",
         ) from exc
     return install_prompt_learning_shim(model)

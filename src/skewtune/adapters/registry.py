@@ -42,6 +42,7 @@ class AdapterSettings:
     target_modules: list[str] | str | None = None  # None → per-architecture default; "attention" | "all" | names
     num_virtual_tokens: int = 16
     modules_to_save: list[str] = field(default_factory=list)
+    layers_to_transform: list[int] | None = None  # LoRA family: only these transformer layers (None: all)
 
 
 def default_target_modules(model_type: str, which: str = "all") -> list[str]:
@@ -90,6 +91,7 @@ def _lora_config(model: Any, settings: AdapterSettings, task: str, **extra: Any)
         lora_dropout=settings.dropout,
         target_modules=_resolve_targets(model, settings),
         modules_to_save=list(settings.modules_to_save) or None,
+        layers_to_transform=list(settings.layers_to_transform) if settings.layers_to_transform else None,
         **extra,
     )
 

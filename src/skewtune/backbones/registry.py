@@ -133,8 +133,13 @@ def load_backbone(
     id2label: dict[int, str] | None = None,
     quant: str = "8bit",
     device_map: Any = None,
+    quantize_embeddings: bool = False,
 ):
-    """Load ``spec`` with a new classification head; heads stay fp32 and out of quantization."""
+    """Load ``spec`` with a new classification head; heads stay fp32 and out of quantization.
+
+    ``quantize_embeddings``: store the word embedding as int8 (``8bit``) or NF4 (``4bit``) too
+    (:mod:`skewtune.backbones.quant`); off by default here so merge/predict load the base as before.
+    """
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
@@ -144,11 +149,11 @@ def load_backbone(
         raise BackboneError(f"cannot load backbone '{spec.name}': {str(exc).splitlines()[0]}", "check --backbone") from exc
     skip = head_module_names(config.model_type, task)
     qconfig = quantization_config(quant, skip)
-    if qconfig is not None and not _bnb_usable(quant):
-        raise ConfigError(
-            f"--quant {quant} needs bitsandbytes with a {quant} kernel for this device, which is not available",
-            "install bitsandbytes>=0.48 or use --quant none",
-        )
+    from skewtune.backbones.quant import check_bitsandbytes, resolve_quantize_embeddings
+
+    resolve_quantize_embeddings(quant, quantize_embeddings)  # ConfigError for true with --quant none
+    if qconfig is not None:
+        check_bitsandbytes(quant)
     auto = AutoModelForTokenClassification if task == "token_cls" else AutoModelForSequenceClassification
     labels = id2label or {i: f"LABEL_{i}" for i in range(num_labels)}
     kwargs: dict[str, Any] = dict(
@@ -176,15 +181,15 @@ def load_backbone(
     if getattr(model.config, "pad_token_id", None) is None:
         tok_pad = getattr(config, "eos_token_id", None)
         model.config.pad_token_id = tok_pad[0] if isinstance(tok_pad, list) else tok_pad
+    if qconfig is not None:
+        from skewtune.backbones.quant import keep_cpu_4bit_trainable, prepare_for_kbit_training, quantize_input_embeddings
+
+        if quant == "4bit":
+            keep_cpu_4bit_trainable(model)
+        if quantize_embeddings:
+            quantize_input_embeddings(model, 8 if quant == "8bit" else 4)
+        prepare_for_kbit_training(model)
     return model
-
-
-def _bnb_usable(quant: str) -> bool:
-    try:
-        import bitsandbytes  # noqa: F401
-    except Exception:  # pragma: no cover - import failures differ per platform
-        return False
-    return True
 
 
 class _quiet_loading:

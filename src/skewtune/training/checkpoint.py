@@ -18,10 +18,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
+from skewtune.errors import OutputError
 from skewtune.training.loop import FitState
-from skewtune.utils.io import atomic_write_json
+from skewtune.utils.io import _os_error, atomic_write_json
 
 logger = logging.getLogger("skewtune")
+STATE_FILE = "skewtune_state.json"
 
 
 def _install_hooks(accelerator: Any) -> None:
@@ -47,22 +51,42 @@ def save(run: Any, state: FitState) -> Path:
     if final.exists():
         return final
     tmp = root / f".step-{state.global_step}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        atomic_write_json(tmp / "skewtune_state.json", {
-            "epoch": state.epoch, "global_step": state.global_step, "step_in_epoch": state.step_in_epoch,
-            "history": state.history, "config_fingerprint": config_fingerprint(run.cfg),
-            "num_processes": accelerator.num_processes,
-        })
-        tmp.rename(final)
-        prune(root, run.cfg.keep_checkpoints)
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            atomic_write_json(tmp / STATE_FILE, {
+                **_counters(state), "config_fingerprint": config_fingerprint(run.cfg),
+                "num_processes": accelerator.num_processes,
+            })
+            tmp.rename(final)
+            prune(root, run.cfg.keep_checkpoints)
+    except (OSError, RuntimeError, SafetensorError, OutputError) as exc:
+        # disk full / read-only mid-run (torch.save reports write failures as RuntimeError): no partial
+        # checkpoint stays behind, the previous complete ones are untouched
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OutputError):
+            raise
+        if isinstance(exc, OSError):
+            raise _os_error(exc, tmp) from exc
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise OutputError(f"could not write checkpoint {final}: {cause}",
+                          "free disk space or choose another --output_dir; the last complete checkpoint is kept") from exc
     accelerator.wait_for_everyone()
     return final
+
+
+def _counters(state: FitState) -> dict[str, Any]:
+    return {
+        "epoch": state.epoch, "global_step": state.global_step, "step_in_epoch": state.step_in_epoch,
+        "history": state.history, "batches_in_epoch": state.batches_in_epoch, "loss_sum": state.loss_sum,
+        "loss_count": state.loss_count, "skipped_batches": state.skipped_batches,
+    }
 
 
 def prune(root: Path, keep: int) -> None:
@@ -70,8 +94,12 @@ def prune(root: Path, keep: int) -> None:
     done = sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")),
                   key=lambda p: int(p.name.split("-")[1]))
     for old in done[: max(0, len(done) - max(keep, 1))]:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".step-*.tmp"):
+        # rename first: a kill during the deletion must not leave a half-deleted folder under a checkpoint name
+        doomed = root / f".{old.name}.old"
+        shutil.rmtree(doomed, ignore_errors=True)
+        old.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    for stale in [*root.glob(".step-*.tmp"), *root.glob(".step-*.old")]:
         shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -80,9 +108,11 @@ def load(run: Any, folder: Path) -> FitState:
     accelerator = run.accelerator
     _install_hooks(accelerator)
     accelerator.load_state(str(folder), strict=False)
-    saved = json.loads((folder / "skewtune_state.json").read_text())
+    saved = json.loads((folder / STATE_FILE).read_text())
     return FitState(epoch=saved["epoch"], global_step=saved["global_step"], step_in_epoch=saved["step_in_epoch"],
-                    history=saved.get("history", []))
+                    history=saved.get("history", []), batches_in_epoch=saved.get("batches_in_epoch", 0),
+                    loss_sum=saved.get("loss_sum", 0.0), loss_count=saved.get("loss_count", 0),
+                    skipped_batches=saved.get("skipped_batches", 0))
 
 
 class StopRequested(Exception):
@@ -115,6 +145,7 @@ def graceful_interrupt(run: Any, current_state: Callable[[], FitState], flag: In
             previous[sig] = signal.signal(sig, handler)
     try:
         yield flag
+        flag.check()  # a signal during the last epoch's evaluation: stop here too, do not carry on
     except (StopRequested, KeyboardInterrupt) as exc:
         state = current_state()
         path = None

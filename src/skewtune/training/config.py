@@ -31,6 +31,7 @@ class TrainConfig:
     # model
     backbone: str = "minilm"
     quant: str = "8bit"  # 8bit | 4bit | none
+    quantize_embeddings: bool | None = None  # word embedding int8 (8bit) / NF4 (4bit); default: on when quantized
     adapter: str = "lora"  # lora | dora | rslora | ia3 | prefix | prompt
     lora_r: int = 8
     lora_alpha: float = 16.0
@@ -86,6 +87,9 @@ class TrainConfig:
 
         if self.quant not in QUANT_MODES:
             raise ConfigError(f"unknown quant mode '{self.quant}'", f"use one of: {', '.join(QUANT_MODES)}")
+        from skewtune.backbones.quant import resolve_quantize_embeddings
+
+        resolve_quantize_embeddings(self.quant, self.quantize_embeddings)
         self.learning_rate_value()
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                      "max_length", "lora_r"):
@@ -101,6 +105,40 @@ class TrainConfig:
             raise ConfigError(f"unknown on_nan '{self.on_nan}'", "use one of: skip, stop")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}", "pass e.g. 0.06")
+        self._validate_ranges()
+
+    def _validate_ranges(self) -> None:
+        """Values torch/peft/sklearn would reject with a traceback (or silently misuse) fail here, first."""
+        import codecs
+        import math
+
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}", "pass e.g. 0.1")
+        if not (self.lora_alpha > 0 and math.isfinite(self.lora_alpha)):
+            raise ConfigError(f"--lora_alpha must be a positive number, got {self.lora_alpha}", "pass e.g. 16")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"--weight_decay must be ≥ 0, got {self.weight_decay}", "pass e.g. 0.01")
+        if not (self.max_grad_norm >= 0 and math.isfinite(self.max_grad_norm)):
+            raise ConfigError(f"--max_grad_norm must be ≥ 0 (0 disables clipping), got {self.max_grad_norm}", "pass e.g. 1.0")
+        if not math.isfinite(self.num_train_epochs):
+            raise ConfigError(f"--num_train_epochs must be finite, got {self.num_train_epochs}", "pass e.g. 3")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}", "pass e.g. --seed 42")
+        for name in ("max_steps", "max_train_samples", "max_eval_samples", "max_tokens_per_batch"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name} must be ≥ 1 when given, got {value}", f"pass a positive --{name} or leave it out")
+        if self.checkpoint_every_steps < 0:
+            raise ConfigError(f"--checkpoint_every_steps must be ≥ 0 (0: epoch ends only), got {self.checkpoint_every_steps}",
+                              "pass e.g. 500")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"--keep_checkpoints must be ≥ 1, got {self.keep_checkpoints}", "pass e.g. 2")
+        if self.target_modules is not None and not [t for t in self.target_modules.split(",") if t.strip()]:
+            raise ConfigError("--target_modules is empty", "leave it out for the default, or pass attention, all or names")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ConfigError(f"unknown --encoding '{self.encoding}'", "pass e.g. utf-8, latin-1 or cp1252") from None
 
     def resolved_output_dir(self, recipe: str) -> Path:
         if self.output_dir:

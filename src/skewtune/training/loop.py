@@ -5,6 +5,7 @@ Device-agnostic: one CPU, CPU DDP over gloo, one or many GPUs — whatever ``acc
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -16,6 +17,7 @@ import torch
 
 from skewtune.errors import TrainingError
 
+logger = logging.getLogger("skewtune")
 
 def configure_threads(accelerator: Any) -> None:
     """On CPU give each process its share of the cores (torch defaults every process to all of them)."""
@@ -44,6 +46,12 @@ class FitState:
     step_in_epoch: int = 0
     best_metric: float = -math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
+    # position and running loss inside the current epoch, so a resumed run skips exactly the batches already
+    # consumed (including ones skipped under --on_nan skip) and reports the same epoch train_loss
+    batches_in_epoch: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    skipped_batches: int = 0  # non-finite batches dropped under --on_nan skip (whole run)
 
 
 def logits_of(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -128,72 +136,87 @@ def fit(
     total = max_steps or steps_per_epoch * num_epochs
     bar = tqdm(total=total, initial=state.global_step, desc="train", unit="step",
                disable=not (progress and accelerator.is_local_main_process), mininterval=1.0)
-    model.train()
-    start_epoch = state.epoch
-    for epoch in range(start_epoch, num_epochs):
-        state.epoch = epoch
-        # Accelerate's DataLoaderShard re-seeds its batch sampler with its own iteration count on __iter__;
-        # pin it to the epoch so a resumed run (fresh loader, count 0) draws the same batches.
-        if hasattr(loss_fn, "set_epoch"):  # LDAM's deferred re-weighting
-            loss_fn.set_epoch(epoch)
-        for target in (batch_sampler, train_loader):
-            if hasattr(target, "set_epoch"):
-                target.set_epoch(epoch)
-        loader = train_loader
-        skip_batches = state.step_in_epoch * accelerator.gradient_accumulation_steps
-        if skip_batches:
-            loader = accelerator.skip_first_batches(train_loader, skip_batches)
-            if hasattr(loader, "set_epoch"):
-                loader.set_epoch(epoch)
-        running, seen = 0.0, 0
-        for batch in loader:
-            with accelerator.accumulate(model):
-                logits = logits_of(model, batch)
-                loss = loss_fn(logits, batch["labels"])
-                if not check_finite(loss.detach(), state.global_step):
-                    if on_nan == "skip":
-                        optimizer.zero_grad(set_to_none=True)
-                        continue
-                    raise TrainingError(
-                        f"loss became {loss.item()} at step {state.global_step + 1} (epoch {epoch + 1})",
-                        "lower --learning_rate, check the data, or pass --on_nan skip; the last good checkpoint is kept",
-                    )
-                accelerator.backward(loss)
+    try:
+        model.train()
+        start_epoch = state.epoch
+        for epoch in range(start_epoch, num_epochs):
+            state.epoch = epoch
+            # Accelerate's DataLoaderShard re-seeds its batch sampler with its own iteration count on __iter__;
+            # pin it to the epoch so a resumed run (fresh loader, count 0) draws the same batches.
+            if hasattr(loss_fn, "set_epoch"):  # LDAM's deferred re-weighting
+                loss_fn.set_epoch(epoch)
+            for target in (batch_sampler, train_loader):
+                if hasattr(target, "set_epoch"):
+                    target.set_epoch(epoch)
+            loader = train_loader
+            skip_batches = state.batches_in_epoch or state.step_in_epoch * accelerator.gradient_accumulation_steps
+            if skip_batches:
+                loader = accelerator.skip_first_batches(train_loader, skip_batches)
+                if hasattr(loader, "set_epoch"):
+                    loader.set_epoch(epoch)
+            else:
+                state.loss_sum, state.loss_count = 0.0, 0
+            state.batches_in_epoch = skip_batches
+            for batch in loader:
+                state.batches_in_epoch += 1
+                with accelerator.accumulate(model):
+                    logits = logits_of(model, batch)
+                    loss = loss_fn(logits, batch["labels"])
+                    if not check_finite(loss.detach(), state.global_step):
+                        if on_nan == "skip":
+                            _skip_batch(optimizer, state, f"loss became {loss.item()}")
+                            continue
+                        raise TrainingError(
+                            f"loss became {loss.item()} at step {state.global_step + 1} (epoch {epoch + 1})",
+                            "lower --learning_rate, check the data, or pass --on_nan skip; the last good checkpoint is kept",
+                        )
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        if max_grad_norm:
+                            norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+                            if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
+                                if on_nan == "skip":
+                                    _skip_batch(optimizer, state, f"gradient norm became {float(norm)}")
+                                    continue
+                                raise TrainingError(
+                                    f"gradient norm became {float(norm)} at step {state.global_step + 1} (epoch {epoch + 1})",
+                                    "lower --learning_rate or pass --on_nan skip; the last good checkpoint is kept",
+                                )
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                state.loss_sum += float(loss.detach())
+                state.loss_count += 1
                 if accelerator.sync_gradients:
-                    if max_grad_norm:
-                        norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-                        if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
-                            if on_nan == "skip":
-                                optimizer.zero_grad(set_to_none=True)
-                                continue
-                            raise TrainingError(
-                                f"gradient norm became {float(norm)} at step {state.global_step + 1}",
-                                "lower --learning_rate or pass --on_nan skip",
-                            )
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            running += float(loss.detach())
-            seen += 1
-            if accelerator.sync_gradients:
-                state.global_step += 1
-                state.step_in_epoch += 1
-                bar.update(1)
-                if state.global_step % 20 == 0:
-                    bar.set_postfix(loss=f"{running / max(seen, 1):.4f}", epoch=epoch + 1, refresh=False)
-                if on_step_end is not None:
-                    on_step_end(state)
-                if max_steps and state.global_step >= max_steps:
-                    break
-        state.step_in_epoch = 0
-        state.history.append({"epoch": epoch + 1, "train_loss": running / max(seen, 1), "step": state.global_step})
-        state.epoch = epoch + 1
-        if on_epoch_end is not None:
-            on_epoch_end(state)
-        if max_steps and state.global_step >= max_steps:
-            break
-    bar.close()
+                    state.global_step += 1
+                    state.step_in_epoch += 1
+                    bar.update(1)
+                    if state.global_step % 20 == 0:
+                        bar.set_postfix(loss=f"{state.loss_sum / max(state.loss_count, 1):.4f}", epoch=epoch + 1,
+                                        refresh=False)
+                    if on_step_end is not None:
+                        on_step_end(state)
+                    if max_steps and state.global_step >= max_steps:
+                        break
+            state.history.append({"epoch": epoch + 1, "train_loss": state.loss_sum / max(state.loss_count, 1),
+                                  "step": state.global_step})
+            state.batches_in_epoch, state.loss_sum, state.loss_count = 0, 0.0, 0
+            state.step_in_epoch = 0
+            state.epoch = epoch + 1
+            if on_epoch_end is not None:
+                on_epoch_end(state)
+            if max_steps and state.global_step >= max_steps:
+                break
+    finally:
+        bar.close()  # before any error line, so the message is the last thing on the console
     return state
+
+
+def _skip_batch(optimizer: Any, state: FitState, what: str) -> None:
+    """``--on_nan skip``: drop this batch's gradients, count it, say so once per batch."""
+    optimizer.zero_grad(set_to_none=True)
+    state.skipped_batches += 1
+    logger.warning("%s at step %d; batch skipped (--on_nan skip)", what, state.global_step + 1)
 
 
 class Timer:

@@ -56,6 +56,20 @@ class Run:
     state: FitState = field(default_factory=FitState)
     loss_fn: Any = None
     decision: dict[str, Any] | None = None
+    task: str = "seq_cls"  # or "token_cls" (skewtune.training.token)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (notebooks and test captures swap it; a stream bound
+    once would go stale and every later message would become a "--- Logging error ---" traceback)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def quiet_libraries() -> None:
@@ -72,7 +86,7 @@ def quiet_libraries() -> None:
     for name in ("bitsandbytes", "accelerate", "peft"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
@@ -95,6 +109,20 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
+def _has_content(output_dir: Path) -> bool:
+    """Anything besides the hidden temporary leftovers of a killed run (``checkpoints/.step-N.tmp``, …)?"""
+    def leftover(p: Path) -> bool:
+        return p.name.startswith(".") and p.name.endswith((".tmp", ".old"))
+
+    for entry in output_dir.iterdir():
+        if leftover(entry):
+            continue
+        if entry.name == CHECKPOINTS and entry.is_dir() and all(leftover(p) for p in entry.iterdir()):
+            continue
+        return True
+    return False
+
+
 def check_output_dir(cfg: TrainConfig, output_dir: Path) -> Path | None:
     """Refuse a non-empty output folder unless overwriting or resuming; returns the checkpoint to resume."""
     from skewtune.utils.io import check_writable_dir
@@ -105,7 +133,7 @@ def check_output_dir(cfg: TrainConfig, output_dir: Path) -> Path | None:
         if not (path / "skewtune_state.json").is_file():
             raise OutputError(f"{path} is not a skewtune checkpoint", "pass a folder under <output_dir>/checkpoints or 'latest'")
         return path
-    if not output_dir.exists() or not any(output_dir.iterdir()):
+    if not output_dir.exists() or not _has_content(output_dir):
         if cfg.resume_from_checkpoint == "latest":
             raise OutputError(f"no checkpoint to resume in {output_dir}", "drop --resume_from_checkpoint or fix --output_dir")
         return None
@@ -132,7 +160,11 @@ def build_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
+    # `accelerate launch --multi_gpu` (torchrun) on a machine without GPUs: accelerate only forms a gloo
+    # process group (MULTI_CPU) when asked for the CPU, otherwise every worker silently trains alone.
+    cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
+        cpu=cpu_ddp,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
@@ -141,8 +173,12 @@ def build_accelerator(cfg: TrainConfig):
     return accelerator
 
 
-def prepare(cfg: TrainConfig, recipe: str = "train", task: str = "seq_cls") -> Run:
-    """Validate, then load data, tokenizer and backbone with its adapter. Writes nothing."""
+def prepare(cfg: TrainConfig, recipe: str = "train", task: str = "seq_cls", splits: Any = None) -> Run:
+    """Validate, then load data, tokenizer and backbone with its adapter. Writes nothing.
+
+    ``splits``: ready-made splits (``Splits``, or ``TokenSplits`` for ``task="token_cls"``) instead of
+    ``cfg.dataset``; token classification is documented in :mod:`skewtune.training.token`.
+    """
     from accelerate.utils import set_seed
 
     from skewtune.adapters import AdapterSettings, build_adapter
@@ -154,11 +190,16 @@ def prepare(cfg: TrainConfig, recipe: str = "train", task: str = "seq_cls") -> R
     cfg.validate()
     output_dir = cfg.resolved_output_dir(recipe)
     resume_dir = check_output_dir(cfg, output_dir)
-    splits = load_dataset_splits(
-        cfg.dataset, seed=cfg.seed, text_column=cfg.text_column, label_column=cfg.label_column,
-        validation_file=cfg.validation_file, test_file=cfg.test_file, max_train_samples=cfg.max_train_samples,
-        max_eval_samples=cfg.max_eval_samples, skip_empty_texts=cfg.skip_empty_texts, encoding=cfg.encoding,
-    )
+    if task == "token_cls":
+        from skewtune.training import token
+
+        splits = token.load_splits(cfg) if splits is None else splits
+    elif splits is None:
+        splits = load_dataset_splits(
+            cfg.dataset, seed=cfg.seed, text_column=cfg.text_column, label_column=cfg.label_column,
+            validation_file=cfg.validation_file, test_file=cfg.test_file, max_train_samples=cfg.max_train_samples,
+            max_eval_samples=cfg.max_eval_samples, skip_empty_texts=cfg.skip_empty_texts, encoding=cfg.encoding,
+        )
     check_imbalance_names(cfg)
     if cfg.augment:
         augment_training_split(splits, cfg)
@@ -166,11 +207,19 @@ def prepare(cfg: TrainConfig, recipe: str = "train", task: str = "seq_cls") -> R
     accelerator = build_accelerator(cfg)
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(spec)
-    tokenized = {
-        split: tokenize_split(tokenizer, getattr(splits, f"{split}_texts"), splits.ids(split), cfg.max_length, split)
-        for split in ("train", "validation", "test")
-    }
-    model = load_backbone(spec, task=task, num_labels=len(splits.labels), id2label=splits.id2label, quant=cfg.quant)
+    if task == "token_cls":
+        tokenized = {split: token.tokenize(cfg, tokenizer, getattr(splits, split), splits.label2id, split)
+                     for split in ("train", "validation", "test")}
+    else:
+        tokenized = {
+            split: tokenize_split(tokenizer, getattr(splits, f"{split}_texts"), splits.ids(split), cfg.max_length, split)
+            for split in ("train", "validation", "test")
+        }
+    from skewtune.backbones.quant import resolve_quantize_embeddings
+
+    quantize_embeddings = resolve_quantize_embeddings(cfg.quant, cfg.quantize_embeddings)
+    model = load_backbone(spec, task=task, num_labels=len(splits.labels), id2label=splits.id2label, quant=cfg.quant,
+                          quantize_embeddings=quantize_embeddings)
     heads = [h.split(".")[0] for h in head_module_names(model.config.model_type, task)]
     present = {name.split(".")[-1] for name, _ in model.named_modules()}
     settings = AdapterSettings(
@@ -180,7 +229,8 @@ def prepare(cfg: TrainConfig, recipe: str = "train", task: str = "seq_cls") -> R
     model = build_adapter(model, cfg.adapter, settings, task=task)
     collator = PaddingCollator(tokenizer.pad_token_id, padding_side=getattr(tokenizer, "padding_side", "right"))
     return Run(cfg=cfg, recipe=recipe, output_dir=output_dir, accelerator=accelerator, splits=splits, spec=spec,
-               tokenizer=tokenizer, model=model, tokenized=tokenized, collator=collator, resume_dir=resume_dir)
+               tokenizer=tokenizer, model=model, tokenized=tokenized, collator=collator, resume_dir=resume_dir,
+               metrics={"quantize_embeddings": quantize_embeddings}, task=task)
 
 
 def check_imbalance_names(cfg: TrainConfig) -> None:
@@ -247,6 +297,10 @@ def fit_decision_rule(run: Run) -> None:
 
 def build_loss(run: Run):
     """The training loss from the imbalance registry (``ce`` = plain cross-entropy)."""
+    if run.task == "token_cls":
+        from skewtune.training.token import TokenCrossEntropy
+
+        return TokenCrossEntropy()
     if run.cfg.loss == "ce":
         return torch.nn.CrossEntropyLoss()
     from skewtune.imbalance.losses import build_loss as _build
@@ -336,12 +390,18 @@ def train(run: Run) -> FitState:
     run.metrics["train_runtime_s"] = timer.seconds
     run.metrics["train_samples_per_second"] = samples / max(timer.seconds, 1e-9)
     run.metrics["train_steps"] = state.global_step
+    if cfg.on_nan == "skip":
+        run.metrics["skipped_nan_batches"] = state.skipped_batches
     run.metrics["history"] = state.history
     return state
 
 
 def evaluate_split(run: Run, split: str) -> dict[str, Any]:
     """Score ``split`` (validation/test) with the offline classification metric module."""
+    if run.task == "token_cls":
+        from skewtune.training.token import evaluate_token_split
+
+        return evaluate_token_split(run, split)
     from skewtune.evaluation import classification_report
 
     logits = predict_logits(
@@ -396,11 +456,12 @@ def finish_metrics(run: Run) -> dict[str, Any]:
         "seed": cfg.seed,
         "dataset": run.splits.name,
         "duplicates_removed": run.splits.info.get("duplicates_removed"),
+        "empty_texts_skipped": run.splits.info.get("empty_texts_skipped", 0),
     })
     val_history = [h for h in run.state.history if "eval_macro_f1" in h]
     if val_history:
         metrics["validation_macro_f1"] = val_history[-1]["eval_macro_f1"]
-    if cfg.baselines and run.accelerator.is_main_process:
+    if cfg.baselines and run.task == "seq_cls" and run.accelerator.is_main_process:
         from skewtune.evaluation.baselines import majority_macro_f1, tfidf_macro_f1
 
         s = run.splits
@@ -424,7 +485,7 @@ def save_outputs(run: Run) -> Path:
     cfg = run.cfg
     manifest = {
         "name": f"{run.splits.name}-{cfg.backbone}-{cfg.adapter}".replace("/", "_"),
-        "task_type": "seq_cls",
+        "task_type": run.task,
         "backbone": cfg.backbone,
         "base_model": run.spec.hf_id,
         "base_path": run.spec.path,
@@ -447,7 +508,7 @@ def save_outputs(run: Run) -> Path:
         write_manifest(tmp, manifest)
     atomic_write_json(out / "metrics.json", run.metrics)
     atomic_write_json(out / "config.json", cfg.to_dict())
-    if cfg.report_plots:
+    if cfg.report_plots and "confusion_matrix" in run.metrics:
         from skewtune.evaluation.plots import plot_confusion_matrix
 
         plot_confusion_matrix(run.metrics["confusion_matrix"], run.splits.labels, out / "confusion_matrix.png",

@@ -111,5 +111,17 @@ def check_writable_dir(path: str | os.PathLike[str]) -> None:
     probe = Path(path)
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        # also catches what os.access cannot for root: a path through an existing file
+        where = "is a file" if probe == Path(path) else f"runs through {probe}, which is a file"
+        raise OutputError(f"output path {path} {where}, not a folder", "choose a folder path for the output")
     if not os.access(probe, os.W_OK):
         raise OutputError(f"cannot write to {path} (read-only or permission denied)", "choose a writable --output_dir")
+    # os.access trusts permission bits, which root bypasses, and knows nothing of /sys, some network or FUSE
+    # mounts, quotas: create (and remove) one empty hidden file to be sure
+    try:
+        fd, name = tempfile.mkstemp(prefix=".skewtune-write-test-", suffix=".tmp", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise _os_error(exc, Path(path)) from exc

@@ -1,0 +1,26 @@
+"""``skewtune train-tokens``: token classification (POS tagging, NER) from CoNLL files or registered corpora."""
+
+from __future__ import annotations
+
+import argparse
+
+from skewtune.training.config import add_config_arguments, config_from_args
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train-tokens", help="train an adapter for token classification (CoNLL input, e.g. NER or POS tags)",
+        description="Train a token-classification adapter. --dataset: a CoNLL file (word ... TAG per line, blank "
+                    "line between sentences; CoNLL-U recognised) or a registered corpus (upos_en, en_wsj, "
+                    "de_tiger, nl_twnc, es_wikicorpus, it_wacky).")
+    from skewtune.training.token import TokenTrainConfig
+
+    add_config_arguments(parser, TokenTrainConfig)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from skewtune.training.token import TokenTrainConfig, run_token_training
+
+    run_token_training(config_from_args(args, TokenTrainConfig), recipe="train_tokens")
+    return 0

@@ -1,0 +1,169 @@
+"""Quantized backbones: int8/NF4 word embeddings, 4-bit training on CPU, the bitsandbytes probe, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from skewtune.backbones import load_backbone, resolve_backbone
+from skewtune.backbones import quant as q
+from skewtune.cli.main import main as cli_main
+from tests.conftest import make_texts, tiny_args
+
+
+@pytest.fixture(scope="module")
+def embedding() -> torch.nn.Embedding:
+    torch.manual_seed(0)
+    return torch.nn.Embedding(300, 128, padding_idx=0)
+
+
+def test_int8_embedding_error_bound_and_gather(embedding: torch.nn.Embedding) -> None:
+    module = q.Int8Embedding.from_embedding(embedding)
+    w = embedding.weight.detach()
+    assert module.weight.dtype == torch.int8 and not module.weight.requires_grad
+    # |Ŵ − W| ≤ s_i / 254 per row (half an int8 step)
+    bound = w.abs().amax(1, keepdim=True) / 254 + 1e-7
+    assert ((module.dequantized_weight() - w).abs() <= bound).all()
+    ids = torch.tensor([[0, 5, 299], [7, 7, 1]])
+    assert torch.equal(module(ids), module.dequantized_weight()[ids])
+    assert module(ids).dtype == torch.float32
+
+
+def test_nf4_embedding_matches_bitsandbytes(embedding: torch.nn.Embedding) -> None:
+    import bitsandbytes.functional as bnbf
+
+    assert torch.allclose(torch.tensor(q.NF4_LEVELS), bnbf.get_4bit_type("nf4", device="cpu"))
+    module = q.NF4Embedding.from_embedding(embedding)
+    w = embedding.weight.detach().contiguous()
+    packed, state = bnbf.quantize_4bit(w, blocksize=64, quant_type="nf4")
+    assert torch.equal(module.dequantized_weight(), bnbf.dequantize_4bit(packed, state))
+    ids = torch.tensor([3, 299, 0])
+    assert torch.equal(module(ids), module.dequantized_weight()[ids])
+    assert module.weight.dtype == torch.uint8 and module.weight.shape == (300, 64)
+
+
+@pytest.mark.parametrize("cls", [q.Int8Embedding, q.NF4Embedding])
+def test_quantized_embedding_state_dict_roundtrip(embedding: torch.nn.Embedding, cls: type) -> None:
+    source = cls.from_embedding(embedding)
+    state = source.state_dict()
+    assert "levels" not in state  # a constant, not saved
+    target = cls(300, 128)
+    target.load_state_dict(state)
+    ids = torch.arange(300)
+    assert torch.equal(target(ids), source(ids))
+
+
+def test_prepare_for_kbit_training_upcasts_only_vectors() -> None:
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.LayerNorm(8)).to(torch.bfloat16)
+    q.prepare_for_kbit_training(model)
+    assert model[0].weight.dtype == torch.bfloat16  # matrices stay as loaded: no inflation
+    assert model[1].weight.dtype == torch.float32 and model[1].bias.dtype == torch.float32
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_resolve_quantize_embeddings() -> None:
+    from skewtune.errors import ConfigError
+
+    assert q.resolve_quantize_embeddings("8bit", None) and q.resolve_quantize_embeddings("4bit", None)
+    assert not q.resolve_quantize_embeddings("none", None) and not q.resolve_quantize_embeddings("8bit", False)
+    with pytest.raises(ConfigError, match="needs a quantized backbone"):
+        q.resolve_quantize_embeddings("none", True)
+
+
+@pytest.mark.parametrize("mode,linear,emb", [("8bit", "Linear8bitLt", q.Int8Embedding), ("4bit", "Linear4bit", q.NF4Embedding)])
+def test_tiny_backbone_quantized_embeddings(tiny_bert: Path, mode: str, linear: str, emb: type) -> None:
+    spec = resolve_backbone(str(tiny_bert))
+    plain = load_backbone(spec, num_labels=2, quant=mode)
+    small = load_backbone(spec, num_labels=2, quant=mode, quantize_embeddings=True)
+    assert type(small.bert.encoder.layer[0].attention.self.query).__name__ == linear
+    assert isinstance(small.get_input_embeddings(), emb)
+    assert isinstance(small.bert.embeddings.position_embeddings, torch.nn.Embedding)  # small tables stay fp32
+    assert small.classifier.weight.dtype == torch.float32
+    # the tiny backbone is almost all word embedding (30522×32): int8 ≈ ¼, NF4 ≈ ⅛ of it
+    assert small.get_memory_footprint() < 0.4 * plain.get_memory_footprint()
+    ids = torch.tensor([[101, 2307, 2154, 102]])
+    with torch.inference_mode():
+        a, b = plain.bert.embeddings.word_embeddings(ids), small.bert.embeddings.word_embeddings(ids)
+    assert (a - b).abs().max() < (0.02 if mode == "8bit" else 0.3) * a.abs().max()
+
+
+def test_minilm_8bit_with_int8_embeddings_under_035(tmp_path: Path) -> None:
+    """The issue's goal: 8-bit MiniLM ≤ 0.35× its fp32 bytes (``get_memory_footprint``: parameters + buffers)."""
+    spec = resolve_backbone("minilm")
+    fp32 = load_backbone(spec, num_labels=3, quant="none").get_memory_footprint()
+    int8 = load_backbone(spec, num_labels=3, quant="8bit", quantize_embeddings=True)
+    assert int8.get_memory_footprint() <= 0.35 * fp32, int8.get_memory_footprint() / fp32
+
+
+def test_4bit_lora_trains_on_cpu_and_reloads_with_vanilla_peft(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
+    """NF4 + double quantization + NF4 embeddings (default) trains LoRA on CPU; vanilla peft loads it on fp32."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    import skewtune
+
+    out = tmp_path / "nf4"
+    assert cli_main(["train", *tiny_args(tiny_bert, toy_csv, out, "--quant", "4bit", "--num_train_epochs", "2",
+                                         "--eval_every_epoch", "false")]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["quant"] == "4bit" and metrics["quantize_embeddings"] is True
+    assert metrics["eval_macro_f1"] > 0.8
+    assert metrics["backbone_bytes"] < 1.0e6  # fp32 tiny backbone: 4.0 MB
+    texts, _ = make_texts(40, seed=5)
+    ours = skewtune.load_adapter(out / "adapter", quant="none")
+    vanilla = PeftModel.from_pretrained(
+        AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=2), str(out / "adapter")).eval()
+    tokens = ours.tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        expected = vanilla(**tokens).logits
+    assert torch.allclose(ours.logits(texts), expected, atol=1e-5)
+    nf4 = skewtune.load_adapter(out / "adapter")
+    agree = (nf4.logits(texts).argmax(-1) == expected.argmax(-1)).float().mean().item()
+    assert agree >= 0.9
+
+
+def _check_error(capsys: pytest.CaptureFixture[str], argv: list[str], expect: list[str], out: Path) -> str:
+    assert cli_main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err and err[-1].startswith("error: ") and "(fix: " in err[-1] and "Traceback" not in "\n".join(err)
+    for text in expect:
+        assert text.lower() in err[-1].lower(), err[-1]
+    assert not out.exists(), "nothing may be written on bad input"
+    return err[-1]
+
+
+def test_4bit_where_bitsandbytes_cannot_run_it(capsys, monkeypatch, tiny_bert: Path, toy_csv: Path,
+                                               tmp_path: Path) -> None:
+    import bitsandbytes.functional as bnbf
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no 4-bit kernel for this device\nsecond line")
+
+    monkeypatch.setattr(bnbf, "quantize_4bit", broken)
+    q._probe.cache_clear()
+    try:
+        out = tmp_path / "out"
+        line = _check_error(capsys, ["train", *tiny_args(tiny_bert, toy_csv, out, "--quant", "4bit")],
+                            ["--quant 4bit cannot run on cpu", "no 4-bit kernel"], out)
+        assert "second line" not in line
+    finally:
+        q._probe.cache_clear()
+
+
+@pytest.mark.parametrize("flags,expect", [
+    (["--quant", "none", "--quantize_embeddings", "true"], ["needs a quantized backbone"]),
+    (["--quant", "2bit"], ["unknown quant mode '2bit'", "8bit", "4bit", "none"]),
+    (["--adapter", "loha"], ["unknown adapter 'loha'", "lora", "dora", "rslora", "prefix", "ia3", "prompt"]),
+    (["--quantize_embeddings", "maybe"], []),
+])
+def test_bad_quant_and_adapter_flags(capsys, tiny_bert: Path, toy_csv: Path, tmp_path: Path, flags, expect) -> None:
+    out = tmp_path / "out"
+    if not expect:  # argparse rejects a non-boolean value itself (exit 2, usage line)
+        with pytest.raises(SystemExit) as exc:
+            cli_main(["train", *tiny_args(tiny_bert, toy_csv, out, *flags)])
+        assert exc.value.code == 2 and not out.exists()
+        return
+    _check_error(capsys, ["train", *tiny_args(tiny_bert, toy_csv, out, *flags)], expect, out)
