@@ -1,7 +1,7 @@
 """Every adapter × quantization mode on the same tweets subset and settings, in one run.
 
-    python benchmarks/adapters.py --quick     # 200 train / 200 test tweets, ≤ 5 minutes on 2 CPU cores
-    python benchmarks/adapters.py             # 1000 train / 1000 test tweets (~12 minutes on 2 cores)
+    python benchmarks/adapters.py --quick     # 64 train / 64 test tweets, 4 steps: ~4 minutes on 2 idle cores
+    python benchmarks/adapters.py             # 320 train / 500 test tweets, 10 steps: ~12 minutes on 2 idle cores
     python benchmarks/adapters.py --adapters lora --modes 8bit,8bit+emb8 --max_train_samples 4000 \\
         --max_eval_samples 0 --name embeddings          # the quantized-embedding accuracy check
 
@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import datetime as _dt
+import io
 import multiprocessing
 import os
 import platform
@@ -48,11 +50,12 @@ MODES: dict[str, tuple[str, bool]] = {
 # one learning rate per adapter family (prompt-learning methods need larger steps); everything else shared
 LEARNING_RATES = {"lora": 1e-3, "dora": 1e-3, "rslora": 1e-3, "ia3": 1e-2, "prefix": 1e-2, "prompt": 3e-2}
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"max_train_samples": 200, "max_eval_samples": 200, "max_length": 64},
-    "full": {"max_train_samples": 1000, "max_eval_samples": 1000, "max_length": 64},
+    # sized for 30 configurations (6 adapters × 5 modes), each in its own child process
+    "quick": {"max_train_samples": 64, "max_eval_samples": 64, "max_length": 48, "per_device_train_batch_size": 16},
+    "full": {"max_train_samples": 320, "max_eval_samples": 500, "max_length": 64, "per_device_train_batch_size": 32},
 }
 SHARED = {
-    "dataset": "tweets", "backbone": "minilm", "num_train_epochs": 1.0, "per_device_train_batch_size": 32,
+    "dataset": "tweets", "backbone": "minilm", "num_train_epochs": 1.0,
     "per_device_eval_batch_size": 128, "lora_r": 8, "lora_alpha": 16.0, "lora_dropout": 0.1,
     "target_modules": "attention", "num_virtual_tokens": 16, "lr_scheduler_type": "linear", "warmup_ratio": 0.06,
     "seed": 42, "eval_every_epoch": False, "baselines": False, "report_plots": False,
@@ -73,6 +76,13 @@ def _floor() -> float:
     return _peak_rss_mb()
 
 
+def _fp32_bytes(backbone: str, num_labels: int = 3) -> int:
+    """``get_memory_footprint()`` of the fp32 backbone with its head: the denominator of the × fp32 column."""
+    from skewtune.backbones import load_backbone, resolve_backbone
+
+    return int(load_backbone(resolve_backbone(backbone), num_labels=num_labels, quant="none").get_memory_footprint())
+
+
 def run_config(settings: dict[str, Any]) -> dict[str, Any]:
     """One configuration, in a fresh child: prepare → train → finish_metrics; returns the kept figures."""
     import logging
@@ -80,10 +90,10 @@ def run_config(settings: dict[str, Any]) -> dict[str, Any]:
     from skewtune.training import TrainConfig, finish_metrics, prepare, train
 
     logging.getLogger("skewtune").setLevel(logging.WARNING)
-    os.environ["TQDM_DISABLE"] = "1"
     start = time.perf_counter()
+    chatter = io.StringIO()  # progress bars and truncation notes of the child
     try:
-        with tempfile.TemporaryDirectory(prefix="skewtune-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="skewtune-bench-") as tmp, contextlib.redirect_stderr(chatter):
             cfg = TrainConfig(**settings, output_dir=str(Path(tmp) / "out"))
             run = prepare(cfg, recipe="benchmark")
             load_s = time.perf_counter() - start
@@ -91,7 +101,8 @@ def run_config(settings: dict[str, Any]) -> dict[str, Any]:
             metrics = finish_metrics(run)
     except Exception as exc:  # a failing configuration is a result too
         return {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
-                "traceback": traceback.format_exc(limit=3), "peak_rss_mb": _peak_rss_mb(),
+                "traceback": traceback.format_exc(limit=3), "stderr_tail": chatter.getvalue()[-500:],
+                "peak_rss_mb": _peak_rss_mb(),
                 "wall_s": time.perf_counter() - start}
     row = {key: metrics.get(key) for key in KEEP}
     row["peak_rss_mb"] = _peak_rss_mb()
@@ -131,15 +142,14 @@ def markdown(result: dict[str, Any]) -> str:
         "| adapter | mode | trainable params | backbone MB | × fp32 | peak RSS MB | train samples/s | test macro-F1 |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    fp32 = {r["adapter"]: r.get("backbone_bytes") for r in result["runs"] if r["mode"] == "none" and "error" not in r}
+    fp32 = result["fp32_backbone_bytes"]
     for r in result["runs"]:
         if "error" in r:
             lines.append(f"| {r['adapter']} | {r['mode']} | failed: {r['error'][:80]} | | | | | |")
             continue
-        ratio = r["backbone_bytes"] / fp32[r["adapter"]] if fp32.get(r["adapter"]) else None
         lines.append(
             f"| {r['adapter']} | {r['mode']} | {r['trainable_params']:,} | {r['backbone_bytes'] / 1e6:.1f} | "
-            f"{'' if ratio is None else f'{ratio:.2f}'} | {r['peak_rss_mb']:.0f} | "
+            f"{r['backbone_bytes'] / fp32:.2f} | {r['peak_rss_mb']:.0f} | "
             f"{r['train_samples_per_second']:.1f} | {r['eval_macro_f1']:.4f} |"
         )
     lines += ["", f"Mode: `none` fp32; `8bit` LLM.int8 linear layers, fp32 word embedding; `8bit+emb8` + int8 word "
@@ -156,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--max_eval_samples", type=int, default=None, help="0: the whole test split")
+    parser.add_argument("--per_device_train_batch_size", type=int, default=None)
     parser.add_argument("--name", default="adapters", help="results file stem under benchmarks/results/")
     parser.add_argument("--note", default="", help="appended to the JSON 'note' (e.g. machine load)")
     args = parser.parse_args(argv)
@@ -169,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         preset["max_train_samples"] = args.max_train_samples
     if args.max_eval_samples is not None:
         preset["max_eval_samples"] = args.max_eval_samples or None
+    if args.per_device_train_batch_size is not None:
+        preset["per_device_train_batch_size"] = args.per_device_train_batch_size
     settings = {**SHARED, **preset}
 
     context = multiprocessing.get_context("forkserver")
@@ -177,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
         floor = pool.submit(_floor).result()
+        fp32_bytes = pool.submit(_fp32_bytes, settings["backbone"]).result()
         for adapter in adapters:
             for mode in modes:
                 quant, embeddings = MODES[mode]
@@ -200,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), **_versions(),
                     "load_average_at_end": _load_average()},
         "import_floor_mb": floor,
+        "fp32_backbone_bytes": fp32_bytes,
         "total_wall_s": time.perf_counter() - started,
         "note": ("Measured on a 2-core CPU shared with other engineers' jobs at the same time: samples/s and wall "
                  "times are depressed and noisy; bytes, RSS and F1 are not affected (F1 is deterministic for a "

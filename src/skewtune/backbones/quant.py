@@ -248,24 +248,31 @@ def _probe(quant: str, device: str) -> str | None:
         import bitsandbytes as bnb
     except Exception as exc:  # pragma: no cover - import failures differ per platform
         return f"bitsandbytes does not import ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
     try:
-        generator = torch.Generator().manual_seed(0)
-        weight = torch.randn(64, 64, generator=generator)
-        if quant == "8bit":
-            layer = bnb.nn.Linear8bitLt(64, 64, bias=False, has_fp16_weights=False)
-            layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
-        else:
-            compute = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
-            layer = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=compute, compress_statistics=True,
-                                      quant_type="nf4")
-            layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, compress_statistics=True, quant_type="nf4")
-        layer = layer.to(device)
-        x = torch.randn(2, 64, generator=generator).to(device).requires_grad_(True)
-        out = layer(x)
-        out.float().sum().backward()
-        if x.grad is None or not torch.isfinite(out.float()).all() or not torch.isfinite(x.grad.float()).all():
-            return "the probe layer produced no finite output/gradient"
+        with torch.random.fork_rng(devices=devices):  # layer init must not move the run's seeded RNG
+            return _probe_layer(bnb, quant, device)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return f"{type(exc).__name__}: {first}"[:200]
+
+
+def _probe_layer(bnb: Any, quant: str, device: str) -> str | None:
+    """A 64×64 quantized layer, forward + backward on ``device``; a problem description or None."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(64, 64, generator=generator)
+    if quant == "8bit":
+        layer = bnb.nn.Linear8bitLt(64, 64, bias=False, has_fp16_weights=False)
+        layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+    else:
+        compute = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+        layer = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=compute, compress_statistics=True,
+                                  quant_type="nf4")
+        layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, compress_statistics=True, quant_type="nf4")
+    layer = layer.to(device)
+    x = torch.randn(2, 64, generator=generator).to(device).requires_grad_(True)
+    out = layer(x)
+    out.float().sum().backward()
+    if x.grad is None or not torch.isfinite(out.float()).all() or not torch.isfinite(x.grad.float()).all():
+        return "the probe layer produced no finite output/gradient"
     return None

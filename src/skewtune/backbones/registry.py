@@ -182,7 +182,11 @@ def load_backbone(
         tok_pad = getattr(config, "eos_token_id", None)
         model.config.pad_token_id = tok_pad[0] if isinstance(tok_pad, list) else tok_pad
     if qconfig is not None:
-        from skewtune.backbones.quant import keep_cpu_4bit_trainable, prepare_for_kbit_training, quantize_input_embeddings
+        from skewtune.backbones.quant import (
+            keep_cpu_4bit_trainable,
+            prepare_for_kbit_training,
+            quantize_input_embeddings,
+        )
 
         if quant == "4bit":
             keep_cpu_4bit_trainable(model)

@@ -81,11 +81,11 @@ def _run_push(args: argparse.Namespace) -> int:
 
 
 def _run_pull(args: argparse.Namespace) -> int:
-    from skewtune.hub import check_base_compatible, pull
+    from skewtune.hub import check_base_compatible, info, pull
 
+    if args.base:  # before downloading: a refused adapter must leave nothing behind
+        check_base_compatible(info(args.ref, _hub(args))["manifest"], args.base, force=args.force_base)
     folder = pull(args.ref, _hub(args), args.dest, force=args.force)
-    if args.base:
-        check_base_compatible(folder, args.base, force=args.force_base)
     print(folder)
     return 0
 

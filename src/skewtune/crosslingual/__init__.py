@@ -8,10 +8,10 @@
 """
 
 from skewtune.crosslingual.languages import LANGUAGE_NAMES, TASK_CORPORA, parse_languages
-from skewtune.crosslingual.mlm import LanguageAdapterSettings, train_language_adapter
+from skewtune.crosslingual.mlm import LanguageAdapterSettings, train_language_adapter, train_language_adapters
 from skewtune.crosslingual.stack import activate, attach_language_adapter, detach_language_adapter
 
 __all__ = [
     "LANGUAGE_NAMES", "TASK_CORPORA", "LanguageAdapterSettings", "activate", "attach_language_adapter",
-    "detach_language_adapter", "parse_languages", "train_language_adapter",
+    "detach_language_adapter", "parse_languages", "train_language_adapter", "train_language_adapters",
 ]

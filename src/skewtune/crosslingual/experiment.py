@@ -52,15 +52,20 @@ class CrossLingualConfig(TrainConfig):
     validation_size: int = 64
     eval_size: int = 200  # target sentiment test texts per language
     upos_eval_size: int = 150  # target test sentences per language
-    eval_max_length: int = 128  # truncation of target sentiment texts (reviews are long)
+    eval_max_length: int = 96  # truncation of target sentiment texts (reviews are long)
+    upos_max_length: int = 128  # subword limit of tagged sentences (words cut off count as wrong)
+    upos_learning_rate: str = "5e-3"  # the tagger's own learning rate and LoRA targets (sentiment: the common flags)
+    upos_target_modules: str = "all"
     text_prefix: str = "query: "
     k_shots: str = "16,64"
     k_shot_pool: int = 64
-    k_shot_epochs: int = 5
+    k_shot_epochs: int = 3
     k_shot_learning_rate: float = 1e-3
     k_shot_batch_size: int = 8
+    k_shot_max_length: int = 64  # truncation of the k target sentiment texts used for training
     language_adapters: bool = True
     la_steps: int = 60
+    la_head_steps: int = 0  # MLM-head-only steps before the joint LoRA + head steps
     la_batch_size: int = 16
     la_learning_rate: float = 2e-3
     la_max_length: int = 64
@@ -103,7 +108,7 @@ class CrossLingualConfig(TrainConfig):
             self.languages(task)
         self.k_values()
         for name in ("sentiment_train_size", "upos_train_size", "en_eval_size", "validation_size", "eval_size",
-                     "upos_eval_size", "eval_max_length", "la_steps", "la_batch_size", "la_max_length", "la_rank",
+                     "upos_eval_size", "eval_max_length", "upos_max_length", "k_shot_max_length", "la_steps", "la_batch_size", "la_max_length", "la_rank",
                      "k_shot_epochs", "k_shot_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be ≥ 1, got {getattr(self, name)}", f"pass a positive --{name}")
@@ -114,9 +119,11 @@ class CrossLingualConfig(TrainConfig):
 
 # the --quick profile (values the command line does not set explicitly)
 QUICK: dict[str, Any] = {
-    "sentiment_train_size": 240, "upos_train_size": 160, "en_eval_size": 96, "validation_size": 16,
-    "eval_size": 64, "upos_eval_size": 40, "eval_max_length": 96, "k_shots": "16", "k_shot_epochs": 3,
-    "la_steps": 6, "la_batch_size": 8, "la_max_length": 48, "max_length": 64,
+    "sentiment_languages": "fr,de,nl", "upos_languages": "de,nl",
+    "sentiment_train_size": 200, "upos_train_size": 160, "en_eval_size": 64, "validation_size": 16,
+    "learning_rate": "5e-3",
+    "eval_size": 40, "upos_eval_size": 24, "eval_max_length": 64, "k_shots": "16", "k_shot_epochs": 2,
+    "la_steps": 4, "la_head_steps": 2, "la_batch_size": 8, "la_max_length": 32, "max_length": 64, "upos_max_length": 96,
     "results_file": "benchmarks/results/cross_lingual_quick.json",
 }
 
@@ -243,7 +250,9 @@ def task_config(cfg: CrossLingualConfig, task: str, output_dir: Path):
     base.update(output_dir=str(output_dir), overwrite_output_dir=True, resume_from_checkpoint=None,
                 checkpoint_every_steps=0, keep_checkpoints=1)
     if task == "upos":
-        return TokenTrainConfig(**{**base, "dataset": "upos_en"}, text_prefix=cfg.text_prefix)
+        return TokenTrainConfig(**{**base, "dataset": "upos_en", "max_length": cfg.upos_max_length,
+                                   "learning_rate": cfg.upos_learning_rate, "target_modules": cfg.upos_target_modules},
+                                text_prefix=cfg.text_prefix)
     return TrainConfig(**{**base, "dataset": "pang_lee"})
 
 
@@ -306,7 +315,7 @@ def k_shot_scores(run: Any, cfg: CrossLingualConfig, data: TaskData) -> dict[str
                 pairs = sample_k(list(zip(target.pool, target.pool_labels or [])), k, sample_seed,
                                  labels=target.pool_labels)
                 split = tokenize_split(run.tokenizer, [t for t, _ in pairs],
-                                       [run.splits.label2id[lab] for _, lab in pairs], cfg.eval_max_length,
+                                       [run.splits.label2id[lab] for _, lab in pairs], cfg.k_shot_max_length,
                                        f"{k}-shot {language}")
             stats = fine_tune(run, split, epochs=cfg.k_shot_epochs, learning_rate=cfg.k_shot_learning_rate,
                               batch_size=cfg.k_shot_batch_size, seed=sample_seed)
@@ -460,6 +469,22 @@ def format_table(results: dict[str, Any]) -> str:
             lines.append("")
             parts = [f"{name}: {g['gap_points']:+.1f} points" for name, g in gaps.items() if name != "best"]
             lines.append(f"EN − mean(targets): {'; '.join(parts)}.")
+        lines.append("")
+    memory = next((res["memory"] for res in results["tasks"].values() if res.get("memory")), None)
+    if memory:
+        lines.append(
+            f"Backbone as loaded ({memory['quant']}): {memory['footprint_bytes'] / 1e6:.0f} MB "
+            f"(fp32: {memory['fp32_bytes'] / 1e6:.0f} MB); {memory['word_embedding_params'] / 1e6:.0f}M of "
+            f"{memory['all_params'] / 1e6:.0f}M parameters are the word embedding ({memory['word_embedding_dtype']}), "
+            f"{memory['int8_linear_layers']} Linear layers are int8.")
+        lines.append("")
+    adapters = results.get("language_adapters") or {}
+    if adapters:
+        parts = [f"{code} {m['mlm_loss_first']:.2f} → {m['mlm_loss_last']:.2f}" for code, m in adapters.items()]
+        first = next(iter(adapters.values()))
+        lines.append(f"Language adapters (LoRA r={results['settings'].get('la_rank')}, {first['head_steps']} head-only + "
+                     f"{first['steps']} MLM steps each; masked-LM loss over the corpus shortlist, first → last "
+                     f"10 steps): {'; '.join(parts)}.")
         lines.append("")
     lines += [f"Command: `{results['command']}`", "", f"Total time: {results['seconds_total']:.0f} s on "
               f"{results['device']}.", ""]

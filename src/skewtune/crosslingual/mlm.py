@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class LanguageAdapterSettings:
     dropout: float = 0.0
     target_modules: str | list[str] | None = "attention"  # as --target_modules: attention | all | names
     steps: int = 60
+    head_steps: int = 0  # first train the MLM head alone (cheap: no backward through the encoder)
     batch_size: int = 16
     learning_rate: float = 2e-3
     max_length: int = 64
@@ -61,7 +63,8 @@ def load_mlm_model(spec: Any, quant: str = "8bit") -> tuple[Any, bool]:
     """``AutoModelForMaskedLM`` of ``spec`` (head modules kept out of quantization); True when the head is new."""
     from transformers import AutoConfig, AutoModelForMaskedLM
 
-    from skewtune.backbones.registry import _bnb_usable, _quiet_loading, quantization_config
+    from skewtune.backbones.quant import check_bitsandbytes
+    from skewtune.backbones.registry import _quiet_loading, quantization_config
 
     try:
         config = AutoConfig.from_pretrained(spec.path, **spec.load_kwargs)
@@ -71,8 +74,8 @@ def load_mlm_model(spec: Any, quant: str = "8bit") -> tuple[Any, bool]:
         raise ConfigError(f"language adapters need a BERT-style encoder, got model type '{config.model_type}'",
                           "use an encoder backbone such as me5-small")
     qconfig = quantization_config(quant, ["cls", "lm_head"])
-    if qconfig is not None and not _bnb_usable(quant):
-        raise ConfigError(f"--quant {quant} needs bitsandbytes, which is not usable here", "use --quant none")
+    if qconfig is not None:
+        check_bitsandbytes(quant)
     kwargs: dict[str, Any] = {"dtype": torch.float32, **spec.load_kwargs}
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
@@ -89,6 +92,12 @@ def load_mlm_model(spec: Any, quant: str = "8bit") -> tuple[Any, bool]:
             raise BackboneError(f"cannot load backbone '{spec.name}' for masked LM: {str(exc).splitlines()[0]}",
                                 "check --backbone") from exc
     built = any(key.startswith(("cls.", "lm_head.")) for key in info.get("missing_keys", []))
+    if qconfig is not None:  # as load_backbone: freeze, LayerNorms fp32, CPU 4-bit weights kept trainable
+        from skewtune.backbones.quant import keep_cpu_4bit_trainable, prepare_for_kbit_training
+
+        if quant == "4bit":
+            keep_cpu_4bit_trainable(model)
+        prepare_for_kbit_training(model)
     return model, built
 
 
@@ -210,48 +219,99 @@ def train_language_adapter(
     *,
     language: str,
     settings: LanguageAdapterSettings | None = None,
-    tokenizer: Any = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train a LoRA language adapter with masked LM on ``texts``; write the adapter folder; return its metrics."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from peft import LoraConfig, get_peft_model
-    from torch.utils.data import DataLoader
-    from transformers import get_scheduler
+    return train_language_adapters(spec, {language: texts}, {language: Path(output_dir)}, settings=settings,
+                                   progress=progress)[language]
 
+
+def train_language_adapters(
+    spec: Any,
+    texts: dict[str, list[str]],
+    output_dirs: dict[str, Path],
+    *,
+    settings: LanguageAdapterSettings | None = None,
+    progress: bool = False,
+    on_done: Any = None,
+) -> dict[str, dict[str, Any]]:
+    """One language adapter per key of ``texts``, trained in turn on one loaded MLM backbone.
+
+    Between languages the LoRA weights are re-initialised (seeded) and the head is reset (a built head to its
+    identity / log-unigram start, a pretrained one to its loaded weights). Everything is checked before training.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    from skewtune.adapters.registry import AdapterSettings, _resolve_targets
     from skewtune.backbones import load_tokenizer
-    from skewtune.data.batching import LengthGroupedBatchSampler, tokenize_split
-    from skewtune.training.loop import FitState, configure_threads, fit
     from skewtune.utils.io import check_writable_dir
 
     settings = settings or LanguageAdapterSettings()
-    texts = [t for t in texts if t and t.strip()]
-    if not texts:
-        raise DataError(f"no unlabelled {language} text for its language adapter", "give some texts")
     if settings.steps < 1:
         raise ConfigError(f"language adapter steps must be ≥ 1, got {settings.steps}", "pass e.g. 60")
-    output_dir = Path(output_dir)
-    check_writable_dir(output_dir.parent)
-    tokenizer = tokenizer or load_tokenizer(spec)
+    cleaned = {lang: [t for t in items if t and t.strip()] for lang, items in texts.items()}
+    available = {lang: len(items) for lang, items in cleaned.items()}
+    cap = max(256, 4 * settings.steps * settings.batch_size)  # a seeded sample is plenty for the steps taken
+    cleaned = {lang: random.Random(f"{settings.seed}-{lang}").sample(items, cap) if len(items) > cap else items
+               for lang, items in cleaned.items()}
+    for language, items in cleaned.items():
+        if not items:
+            raise DataError(f"no unlabelled {language} text for its language adapter", "give some texts")
+        check_writable_dir(Path(output_dirs[language]).parent)
+    tokenizer = load_tokenizer(spec)
     if tokenizer.mask_token_id is None:
         raise BackboneError(f"the tokenizer of '{spec.name}' has no mask token", "use a masked-LM backbone")
+    model, built = load_mlm_model(spec, settings.quant)
+    transform, _, bias = _head(model)
+    head_start = {k: v.detach().clone() for k, v in transform.state_dict().items()}
+    bias_start = bias.detach().clone()
+    targets = _resolve_targets(model, AdapterSettings(target_modules=settings.target_modules))
+    torch.manual_seed(settings.seed)
+    peft_model = get_peft_model(model, LoraConfig(r=settings.rank, lora_alpha=settings.alpha,
+                                                  lora_dropout=settings.dropout, target_modules=targets))
+    results: dict[str, dict[str, Any]] = {}
+    for language, items in cleaned.items():
+        _reset_lora(peft_model, settings.seed)  # every language starts from the same seeded LoRA and head
+        transform.load_state_dict(head_start)
+        with torch.no_grad():
+            bias.copy_(bias_start)
+        results[language] = _train_one(peft_model, tokenizer, items, language, built, settings, progress)
+        results[language]["texts_available"] = available[language]
+        save_language_adapter(peft_model, Path(output_dirs[language]), spec, language, settings, results[language])
+        if on_done is not None:
+            on_done(language, results[language])
+    del peft_model, model
+    return results
+
+
+def _reset_lora(peft_model: Any, seed: int) -> None:
+    from peft.tuners.lora import LoraLayer
+
+    torch.manual_seed(seed)
+    for module in peft_model.modules():
+        if isinstance(module, LoraLayer) and "default" in module.lora_A:
+            module.reset_lora_parameters("default", True)
+
+
+def _train_one(peft_model: Any, tokenizer: Any, texts: list[str], language: str, built: bool,
+               settings: LanguageAdapterSettings, progress: bool) -> dict[str, Any]:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+    from transformers import get_scheduler
+
+    from skewtune.data.batching import LengthGroupedBatchSampler, tokenize_split
+    from skewtune.training.loop import FitState, configure_threads, fit
+
     set_seed(settings.seed)
     split = tokenize_split(tokenizer, texts, None, settings.max_length, f"{language} unlabelled")
     special = set(tokenizer.all_special_ids)
     shortlist, log_prob = corpus_shortlist(split.input_ids, special)
-    model, built = load_mlm_model(spec, settings.quant)
     shortlist_t = torch.as_tensor(shortlist)
     if built:
-        init_new_head(model, log_prob, shortlist_t)
-    from skewtune.adapters.registry import AdapterSettings, _resolve_targets
-
-    targets = _resolve_targets(model, AdapterSettings(target_modules=settings.target_modules))
-    peft_model = get_peft_model(model, LoraConfig(r=settings.rank, lora_alpha=settings.alpha,
-                                                  lora_dropout=settings.dropout, target_modules=targets))
+        init_new_head(peft_model.get_base_model(), log_prob, shortlist_t)
     module = ShortlistMLM(peft_model, shortlist_t)
-    head_params = [p for p in module.transform.parameters()] + [module._bias]
-    for param in head_params:
+    for param in [*module.transform.parameters(), module._bias]:
         param.requires_grad_(True)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     configure_threads(accelerator)
@@ -259,11 +319,6 @@ def train_language_adapter(
                            settings.mask_probability, settings.seed)
     sampler = LengthGroupedBatchSampler(split.lengths, settings.batch_size, seed=settings.seed)
     loader = DataLoader(split, batch_sampler=sampler, collate_fn=collator, num_workers=0)
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(settings.warmup_ratio * settings.steps),
-                              num_training_steps=settings.steps)
-    module, optimizer, loader, scheduler = accelerator.prepare(module, optimizer, loader, scheduler)
     losses: list[float] = []
 
     def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -271,30 +326,46 @@ def train_language_adapter(
         losses.append(float(loss.detach()))
         return loss
 
-    epochs = max(1, math.ceil(settings.steps / max(1, len(loader))))
+    lora = [p for n, p in module.named_parameters() if "lora_" in n]
+    head = [*module.transform.parameters(), module._bias]
+    prepared = accelerator.prepare(module)
     start = time.perf_counter()
-    fit(model=module, optimizer=optimizer, scheduler=scheduler, train_loader=loader, batch_sampler=sampler,
-        accelerator=accelerator, loss_fn=loss_fn, num_epochs=epochs, max_steps=settings.steps, max_grad_norm=1.0,
-        state=FitState(), progress=progress)
+    head_losses: list[float] = []
+    for phase, steps in (("head", settings.head_steps), ("joint", settings.steps)):
+        if steps <= 0:
+            continue
+        for param in lora:
+            param.requires_grad_(phase == "joint")
+        params = head if phase == "head" else head + lora
+        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(settings.warmup_ratio * steps),
+                                  num_training_steps=steps)
+        optimizer, loader_p, scheduler = accelerator.prepare(optimizer, loader, scheduler)
+        epochs = max(1, math.ceil(steps / max(1, len(loader_p))))
+        fit(model=prepared, optimizer=optimizer, scheduler=scheduler, train_loader=loader_p, batch_sampler=sampler,
+            accelerator=accelerator, loss_fn=loss_fn, num_epochs=epochs, max_steps=steps, max_grad_norm=1.0,
+            state=FitState(), progress=progress)
+        if phase == "head":
+            head_losses, losses[:] = list(losses), []
     seconds = time.perf_counter() - start
+    for param in [*module.transform.parameters(), module._bias]:
+        param.requires_grad_(False)
     window = max(1, min(10, len(losses) // 4))
-    metrics = {
+    return {
         "language": language,
         "texts": len(texts),
         "tokens": int(sum(split.lengths)),
         "truncated_texts": split.truncated,
         "shortlist_size": len(shortlist),
         "steps": settings.steps,
-        "epochs": epochs,
+        "head_steps": settings.head_steps,
+        "mlm_loss_head_only_last": (sum(head_losses[-window:]) / len(head_losses[-window:])) if head_losses else None,
         "mlm_loss_first": sum(losses[:window]) / window,
         "mlm_loss_last": sum(losses[-window:]) / window,
         "unigram_entropy": float(-(log_prob.exp() * log_prob).sum()),
         "head": "built (BertForMaskedLM head, decoder tied to the word embeddings)" if built else "from checkpoint",
         "train_seconds": seconds,
     }
-    save_language_adapter(accelerator.unwrap_model(module).peft_model, output_dir, spec, language, settings, metrics)
-    del module, peft_model, model
-    return metrics
 
 
 def save_language_adapter(peft_model: Any, output_dir: Path, spec: Any, language: str,
@@ -341,5 +412,5 @@ def save_language_adapter(peft_model: Any, output_dir: Path, spec: Any, language
 
 __all__ = [
     "LanguageAdapterSettings", "MLMCollator", "ROLE", "ShortlistMLM", "corpus_shortlist", "init_new_head",
-    "load_mlm_model", "save_language_adapter", "train_language_adapter",
+    "load_mlm_model", "save_language_adapter", "train_language_adapter", "train_language_adapters",
 ]

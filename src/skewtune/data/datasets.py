@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skewtune.data.readers import read_rows, read_table
+from skewtune.data.readers import check_path, read_rows, read_table
 from skewtune.errors import DataError
 from skewtune.utils.registry import Registry
 
@@ -126,6 +126,8 @@ def stratified_split(
             f"classes with fewer than 3 examples cannot be split into train/validation/test: {listing}",
             "add examples, drop those classes, or give --validation_file/--test_file",
         )
+    if not counts:
+        raise DataError("no examples to split", "give a dataset with examples of at least two classes")
     if len(counts) < 2:
         raise DataError(f"only one class ('{next(iter(counts))}') in the data", "a classifier needs at least two labels")
     train_frac, val_frac, test_frac = fractions
@@ -196,6 +198,7 @@ def load_dataset_splits(
         name = dataset
     else:
         path = Path(dataset)
+        check_path(path)
         if path.is_dir() and (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
             texts, labels = _read_saved_datasets(path, text_column, label_column)
         elif not path.exists() and not any(dataset.endswith(s) for s in (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")):

@@ -31,9 +31,20 @@ def _decode(path: Path, encoding: str) -> str:
         ) from exc
 
 
+def check_path(path: Path) -> None:
+    """DataError for a path the OS refuses outright (name too long, a file used as a folder, a loop, …)."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # reported as "does not exist" by the callers
+    except OSError as exc:
+        raise DataError(f"cannot open {path}: {exc.strerror or exc}", "check the path") from None
+
+
 def read_rows(path: str | Path, encoding: str = "utf-8") -> list[dict[str, object]]:
     """All rows of a table file as dicts (TXT: one ``text`` per non-empty line)."""
     path = Path(path)
+    check_path(path)
     if not path.exists():
         raise DataError(f"dataset file {path} does not exist", "check the path, or use --dataset tweets")
     if path.is_dir():

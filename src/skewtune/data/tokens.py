@@ -206,8 +206,13 @@ def subsample(sentences: list[Sentence], limit: int | None, seed: int) -> list[S
 
 def _load_source(source: str, tagset: str | None, encoding: str) -> tuple[list[Sentence], str, str]:
     if source in TOKEN_DATASETS:
+        if tagset:
+            from skewtune.errors import ConfigError
+
+            raise ConfigError(f"--tagset applies to CoNLL files; registered corpus '{source}' is already in "
+                              "universal POS tags", "drop --tagset")
         sentences, language = TOKEN_DATASETS.get(source)()
-        return map_tagset(sentences, tagset), language, source
+        return sentences, language, source
     path = Path(source)
     if not path.exists() and path.suffix.lower() not in CONLL_SUFFIXES:
         raise DataError(f"token dataset '{source}' is neither a known name nor an existing file",

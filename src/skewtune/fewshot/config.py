@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from skewtune.errors import ConfigError
 from skewtune.fewshot.pairs import STRATEGIES
@@ -19,7 +20,7 @@ class FewShotConfig(TrainConfig):
 
     shots: int = 8  # k: examples per class (per_class) or k·C in total (natural)
     seeds: str = "5"  # a count N (seeds 0..N-1) or a comma list; each seed draws its own k-shot set
-    method: str = "allpairs_lora"  # see skewtune.fewshot.METHODS
+    method: str = "prompt_allpairs_lora"  # see skewtune.fewshot.METHODS
     shots_distribution: str = "per_class"  # per_class | natural (k·C examples following the training distribution)
     test_samples: int | None = None  # fixed test subset (same rows for every method and seed); default: all
     validation_samples: int | None = 256  # validation rows used to pick the adapter to save among the seeds
@@ -28,10 +29,14 @@ class FewShotConfig(TrainConfig):
     pair_strategy: str = "oversampling"  # SetFit pair sampling: oversampling | undersampling | unique
     num_iterations: int | None = None  # SetFit's num_iterations: pairs of each kind per example (overrides pair_strategy)
     body_epochs: int = 1  # epochs of the contrastive stage over the pairs (contrastive_lora)
-    allpairs_steps: int = 6  # optimizer steps of allpairs_lora (each embeds the whole k-shot batch once)
+    allpairs_steps: int = 12  # optimizer steps of allpairs_lora (each embeds the whole k-shot batch once)
     head: str = "logistic"  # head on the embeddings: logistic (scikit-learn, SetFit's default) | linear (torch, uses --loss)
     augment_copies: int = 0  # EDA copies per k-shot example (all classes; --augment names the operation, default eda)
     lora_layers: str | None = None  # LoRA only in these transformer layers: "top2", "3,4,5"; default all layers
+    label_prompts: bool | None = None  # add label-word prompts as labelled rows (default: on for prompt_* methods)
+    label_templates: str | None = None  # "|"-separated templates with {} for the label word (default: 7 generic ones)
+    label_words: str | None = None  # "label=word|word;label2=word" (default: each label's own name)
+    prompt_weight: float = 2.0  # weight of one prompt row in the head, relative to one real example
     normalize_embeddings: bool = True
 
     def seed_list(self) -> list[int]:
@@ -62,6 +67,16 @@ class FewShotConfig(TrainConfig):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name} must be ≥ 1, got {value}", f"pass a positive --{name} or leave it unset")
+        if not (self.prompt_weight > 0 and math.isfinite(self.prompt_weight)):
+            raise ConfigError(f"--prompt_weight must be a positive number, got {self.prompt_weight}", "pass e.g. 2")
+        if self.label_templates is not None:
+            templates = [t for t in self.label_templates.split("|") if t.strip()]
+            if not templates or any(t.count("{}") != 1 for t in templates):
+                raise ConfigError(f"--label_templates '{self.label_templates}': each template needs one {{}}",
+                                  "pass e.g. 'this is {}|it was {}'")
+        if self.learning_rate_value() is None:
+            raise ConfigError("--learning_rate auto is not available for k-shot sets (too few steps for a range test)",
+                              "pass a number, e.g. --learning_rate 1e-3")
         if self.post_hoc:
             raise ConfigError("--post_hoc is not supported by the few-shot recipe",
                               "drop it (k-shot runs have no validation budget to fit a decision rule on)")

@@ -325,7 +325,18 @@ class FewShotMethod:
     contrastive = False
     pooled_head = False
     adapter: str | None = None  # None: --adapter (an injected type: lora, rslora, dora, ia3)
+    default_prompts = False  # label-word prompt rows unless --label_prompts says otherwise
     description = ""
+
+    def uses_prompts(self, cfg: Any) -> bool:
+        return self.default_prompts if cfg.label_prompts is None else bool(cfg.label_prompts)
+
+    def prompt_rows(self, ctx: FewShotContext) -> tuple[list[str], list[int]]:
+        if not self.uses_prompts(ctx.cfg):
+            return [], []
+        from skewtune.fewshot.prompts import label_prompts
+
+        return label_prompts(ctx.labels, ctx.cfg.label_templates, ctx.cfg.label_words)
 
     def adapter_kind(self, cfg: Any) -> str:
         if self.adapter is not None:
@@ -369,6 +380,8 @@ class HeadMethod(FewShotMethod):
 
         cfg = ctx.cfg
         texts, labels, added = augment_set(ctx, texts, labels, seed)
+        prompt_texts, prompt_ids = self.prompt_rows(ctx)
+        texts, labels = texts + prompt_texts, labels + prompt_ids
         split = tokenize_split(ctx.tokenizer, texts, labels, cfg.max_length, "k-shot")
         counts = class_counts(labels, len(ctx.labels))
         loss = torch.nn.CrossEntropyLoss() if cfg.loss == "ce" else build_loss(cfg.loss, counts)
@@ -378,7 +391,7 @@ class HeadMethod(FewShotMethod):
                          batch_size=cfg.per_device_train_batch_size, epochs=max(1, math.ceil(cfg.num_train_epochs)),
                          max_steps=cfg.max_steps, indices=indices, resample=resample)
         return {"trainable_params": trainable, "steps": state.global_step, "train_rows": len(texts),
-                "augmented_rows": added, "final_loss": state.history[-1]["train_loss"] if state.history else None}
+                "augmented_rows": added, "prompt_rows": len(prompt_texts), "final_loss": state.history[-1]["train_loss"] if state.history else None}
 
 
 @METHODS.register("lora_head")
@@ -405,18 +418,22 @@ class EmbeddingHeadMethod(FewShotMethod):
     def fit(self, ctx, model, texts, labels, seed):
         cfg = ctx.cfg
         texts, labels, added = augment_set(ctx, texts, labels, seed)
+        prompt_texts, prompt_ids = self.prompt_rows(ctx)
+        rows, row_labels = texts + prompt_texts, labels + prompt_ids
+        weights = [1.0] * len(texts) + [float(cfg.prompt_weight)] * len(prompt_texts)
         head = classifier_of(model)
         for p in head.parameters():  # not in the encoder's graph during the body stage (keeps DDP happy)
             p.requires_grad_(False)
         body_params = count_trainable(model)
-        info = self.body(ctx, model, texts, labels, seed)
+        info = self.body(ctx, model, rows, row_labels, seed)
         for p in head.parameters():
             p.requires_grad_(True)
         if not info.get("body_trained", False):
             body_params = 0
-        self.fit_head(ctx, model, head, texts, labels, seed)
+        self.fit_head(ctx, model, head, rows, row_labels, weights, seed)
         info.update({"trainable_params": body_params + sum(p.numel() for p in head.parameters()),
-                     "train_rows": len(texts), "augmented_rows": added, "head": cfg.head})
+                     "train_rows": len(texts), "augmented_rows": added, "prompt_rows": len(prompt_texts),
+                     "head": cfg.head})
         return info
 
     def encode(self, ctx, model, texts) -> torch.Tensor:
@@ -427,7 +444,7 @@ class EmbeddingHeadMethod(FewShotMethod):
         encoder = SentenceEncoder(model, normalize=ctx.cfg.normalize_embeddings)
         return predict_logits(encoder, split, ctx.collator, ctx.cfg.per_device_eval_batch_size, ctx.accelerator.device)
 
-    def fit_head(self, ctx, model, head, texts, labels, seed) -> None:
+    def fit_head(self, ctx, model, head, texts, labels, weights, seed) -> None:
         cfg = ctx.cfg
         embeddings = self.encode(ctx, model, texts)
         num_classes = len(ctx.labels)
@@ -437,7 +454,7 @@ class EmbeddingHeadMethod(FewShotMethod):
             from sklearn.linear_model import LogisticRegression
 
             clf = LogisticRegression(class_weight="balanced" if balanced else None, random_state=seed)
-            clf.fit(embeddings.numpy(), np.asarray(labels))
+            clf.fit(embeddings.numpy(), np.asarray(labels), sample_weight=np.asarray(weights, dtype=float))
             coef = torch.as_tensor(clf.coef_, dtype=torch.float)
             bias = torch.as_tensor(clf.intercept_, dtype=torch.float)
             weight = torch.zeros(num_classes, coef.shape[1])
@@ -456,6 +473,10 @@ class EmbeddingHeadMethod(FewShotMethod):
             return
         from skewtune.imbalance.losses import build_loss
 
+        # prompt rows count prompt_weight times (rounded): repeat them
+        repeats = [max(1, round(w)) for w in weights]
+        keep = [i for i, r in enumerate(repeats) for _ in range(r)]
+        embeddings, labels = embeddings[keep], [labels[i] for i in keep]
         with torch.no_grad():  # prototype initialisation: class means of the embeddings
             for c in range(num_classes):
                 rows = embeddings[[i for i, y in enumerate(labels) if y == c]]
@@ -507,7 +528,7 @@ class AllPairsLora(EmbeddingHeadMethod):
 
         cfg = ctx.cfg
         split = tokenize_split(ctx.tokenizer, texts, labels, cfg.max_length, "k-shot")
-        encoder = SentenceEncoder(model, normalize=cfg.normalize_embeddings)
+        encoder = SentenceEncoder(model, normalize=cfg.normalize_embeddings, buckets=2)
         loss = AllPairsLoss(sentence_transformers_loss(cfg.contrastive_loss, encoder),
                             balanced=cfg.contrastive_loss in ("cosine", "contrastive", "online_contrastive"))
         batch = min(len(texts), max(cfg.per_device_train_batch_size, 64))
@@ -531,3 +552,17 @@ def describe() -> dict[str, str]:
 
 
 __all__ = ["METHODS", "FewShotContext", "FewShotMethod", "Trained", "describe", "get_method", "method_names"]
+
+
+@METHODS.register("prompt_allpairs_lora")
+class PromptAllPairsLora(AllPairsLora):
+    name = "prompt_allpairs_lora"
+    default_prompts = True
+    description = "allpairs_lora with label-word prompt rows (contrastive stage and head)"
+
+
+@METHODS.register("prompt_probe")
+class PromptProbe(LinearProbe):
+    name = "prompt_probe"
+    default_prompts = True
+    description = "head on frozen embeddings of the k-shot rows + label-word prompt rows (no adapter training)"

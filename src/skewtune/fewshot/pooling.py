@@ -51,17 +51,44 @@ class EmbeddingOutput:
 class SentenceEncoder(nn.Module):
     """``forward(input_ids, attention_mask) -> EmbeddingOutput(logits=embeddings)`` over ``model``'s transformer."""
 
-    def __init__(self, model: Any, normalize: bool = True) -> None:
+    def __init__(self, model: Any, normalize: bool = True, buckets: int = 1) -> None:
         super().__init__()
         self.model = model  # registered: parameters() lists the adapter's trainable weights
         self.normalize = normalize
+        self.buckets = max(1, int(buckets))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> EmbeddingOutput:
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         hidden = transformer_of(self.model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = mean_pool(hidden.float(), attention_mask)
-        if self.normalize:
-            pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        return EmbeddingOutput(logits=pooled)
+        return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> EmbeddingOutput:
+        groups = self._length_groups(attention_mask)
+        if groups is None:
+            return EmbeddingOutput(logits=self.encode(input_ids, attention_mask))
+        parts, order = [], []
+        for rows, length in groups:
+            parts.append(self.encode(input_ids[rows, :length], attention_mask[rows, :length]))
+            order.append(rows)
+        out = torch.empty((input_ids.shape[0], parts[0].shape[-1]), dtype=parts[0].dtype, device=parts[0].device)
+        for rows, emb in zip(order, parts):
+            out[rows] = emb
+        return EmbeddingOutput(logits=out)
+
+    def _length_groups(self, mask: torch.Tensor | None) -> list[tuple[torch.Tensor, int]] | None:
+        """Split a right-padded batch into ``buckets`` groups of similar length, each trimmed to its longest row
+        (a batch mixing short label prompts with long texts then pays for far less padding)."""
+        if self.buckets < 2 or mask is None or mask.shape[0] < 2 * self.buckets:
+            return None
+        lengths = mask.sum(dim=1)
+        if not bool((mask.cumsum(dim=1).eq(lengths.unsqueeze(1)) | mask.bool()).all()):
+            return None  # not right-padded
+        ordered = torch.argsort(lengths)
+        groups = []
+        for rows in torch.chunk(ordered, self.buckets):
+            if len(rows):
+                groups.append((rows, int(lengths[rows].max())))
+        return groups
 
 
 def check_pooling(pooling: dict[str, Any] | None) -> dict[str, Any] | None:

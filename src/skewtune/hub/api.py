@@ -334,7 +334,7 @@ def check_base_compatible(manifest: dict[str, Any] | str | Path, base_path: str 
         if force:
             warnings.warn(message, stacklevel=2)
             return False
-        raise AdapterError(message, "re-save the adapter with skewtune, or force loading (force=True / --force-base)")
+        raise AdapterError(message, "re-save the adapter with skewtune, or force loading (force=True / --force_base)")
     actual = base_fingerprint(str(_base_folder(base_path)))
     if actual["config_sha256"] == recorded["config_sha256"] and actual["weights_sha256"] == recorded["weights_sha256"]:
         return True
@@ -344,4 +344,4 @@ def check_base_compatible(manifest: dict[str, Any] | str | Path, base_path: str 
     if force:
         warnings.warn(message, stacklevel=2)
         return False
-    raise AdapterError(message, f"load it onto '{trained_on}', or force it (force=True / --force-base) at your own risk")
+    raise AdapterError(message, f"load it onto '{trained_on}', or force it (force=True / --force_base) at your own risk")

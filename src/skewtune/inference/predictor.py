@@ -95,6 +95,10 @@ def load_adapter(
                            "load it on the backbone it was trained on (see skewtune.json)") from exc
     if merge and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    if manifest.get("pooling"):  # few-shot adapters classify mean-pooled sentence embeddings (skewtune.fewshot)
+        from skewtune.fewshot.pooling import install_pooling
+
+        install_pooling(model, manifest["pooling"])
     model.eval()
     tokenizer = load_tokenizer(spec)
     target = torch.device(device) if device else next(p.device for p in model.parameters())

@@ -38,6 +38,7 @@ class TrainConfig:
     lora_dropout: float = 0.1
     target_modules: str | None = None  # comma list, "attention", "all" (default: all linear layers)
     num_virtual_tokens: int = 16
+    lora_layers: int | None = None  # adapt only the top N transformer layers (no backward below them: faster)
     # optimisation
     learning_rate: str = "1e-3"  # a float, or "auto" for the LR range test
     weight_decay: float = 0.01

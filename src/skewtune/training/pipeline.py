@@ -220,17 +220,47 @@ def prepare(cfg: TrainConfig, recipe: str = "train", task: str = "seq_cls", spli
     quantize_embeddings = resolve_quantize_embeddings(cfg.quant, cfg.quantize_embeddings)
     model = load_backbone(spec, task=task, num_labels=len(splits.labels), id2label=splits.id2label, quant=cfg.quant,
                           quantize_embeddings=quantize_embeddings)
+    check_max_length(cfg.max_length, model.config, spec.name)
     heads = [h.split(".")[0] for h in head_module_names(model.config.model_type, task)]
     present = {name.split(".")[-1] for name, _ in model.named_modules()}
     settings = AdapterSettings(
         rank=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.target_modules,
         num_virtual_tokens=cfg.num_virtual_tokens, modules_to_save=[h for h in dict.fromkeys(heads) if h in present],
+        layers_to_transform=top_layers(model.config, cfg.lora_layers),
     )
     model = build_adapter(model, cfg.adapter, settings, task=task)
     collator = PaddingCollator(tokenizer.pad_token_id, padding_side=getattr(tokenizer, "padding_side", "right"))
     return Run(cfg=cfg, recipe=recipe, output_dir=output_dir, accelerator=accelerator, splits=splits, spec=spec,
                tokenizer=tokenizer, model=model, tokenized=tokenized, collator=collator, resume_dir=resume_dir,
                metrics={"quantize_embeddings": quantize_embeddings}, task=task)
+
+
+def top_layers(config: Any, count: int | None) -> list[int] | None:
+    """Indices of the top ``count`` transformer layers (gradients then stop below them: less backward work)."""
+    if not count:
+        return None
+    total = int(getattr(config, "num_hidden_layers", 0) or 0)
+    if count < 1 or total and count > total:
+        from skewtune.errors import ConfigError
+
+        raise ConfigError(f"--lora_layers {count} is outside 1..{total}", f"pass a number of layers from 1 to {total}")
+    return list(range(total - count, total)) if total else None
+
+
+# encoders with learned absolute positions: a longer input indexes past the position table (IndexError mid-run)
+ABSOLUTE_POSITIONS = {"bert": 0, "distilbert": 0, "electra": 0, "albert": 0, "roberta": 2, "xlm-roberta": 2,
+                      "camembert": 2, "mpnet": 2}
+
+
+def check_max_length(max_length: int, config: Any, backbone: str) -> None:
+    offset = ABSOLUTE_POSITIONS.get(getattr(config, "model_type", ""))
+    limit = getattr(config, "max_position_embeddings", None)
+    if offset is None or not isinstance(limit, int) or max_length <= limit - offset:
+        return
+    from skewtune.errors import ConfigError
+
+    raise ConfigError(f"--max_length {max_length} exceeds the {limit - offset} positions of backbone '{backbone}'",
+                      f"pass --max_length {limit - offset} or less")
 
 
 def check_imbalance_names(cfg: TrainConfig) -> None:

@@ -128,6 +128,8 @@ def evaluate_token_split(run: Any, split: str | Any) -> dict[str, Any]:
     predictions = predict_tags(run, data)
     report = token_report(predictions, data.word_tags, run.splits.labels)
     report["missing_words"] = data.missing_words
+    if isinstance(split, str):  # finish_token_metrics reads the entity scores of the test pass just made
+        run.__dict__.setdefault("_token_reports", {})[split] = report
     return report
 
 
@@ -135,8 +137,9 @@ def finish_token_metrics(run: Any) -> dict[str, Any]:
     """``pipeline.finish_metrics`` (test scores, sizes, memory) plus the entity scores of the test split."""
     from skewtune.training.pipeline import finish_metrics
 
+    run.__dict__.pop("_token_reports", None)
     metrics = finish_metrics(run)
-    test = evaluate_token_split(run, "test")
+    test = run.__dict__.pop("_token_reports", {}).get("test") or evaluate_token_split(run, "test")
     for key in ("entity_precision", "entity_recall", "entity_f1"):
         if test[key] is not None:
             metrics[f"eval_{key}"] = test[key]
