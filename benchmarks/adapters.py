@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="adapters", help="results file stem under benchmarks/results/")
     parser.add_argument("--note", default="", help="appended to the JSON 'note' (e.g. machine load)")
     args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    args.load_at_start = _load_average()
     adapters = [a.strip() for a in args.adapters.split(",") if a.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [a for a in adapters if a not in ADAPTERS] + [m for m in modes if m not in MODES]
@@ -196,23 +198,34 @@ def main(argv: list[str] | None = None) -> int:
                 quant, embeddings = MODES[mode]
                 config = {**settings, "adapter": adapter, "quant": quant, "quantize_embeddings": embeddings,
                           "learning_rate": str(LEARNING_RATES[adapter])}
-                row = {"adapter": adapter, "mode": mode, **pool.submit(run_config, config).result()}
+                row = {"adapter": adapter, "mode": mode, **pool.submit(run_config, config).result(),
+                       "load_average_after": _load_average()}
                 runs.append(row)
                 status = row.get("error") or (f"F1 {row['eval_macro_f1']:.4f}  {row['backbone_bytes'] / 1e6:.1f} MB  "
                                               f"RSS {row['peak_rss_mb']:.0f} MB  {row['train_samples_per_second']:.1f}/s")
                 print(f"{adapter:7s} {mode:10s} {row['wall_s']:6.1f}s  {status}", flush=True)
+                _write(args, settings, adapters, modes, floor, fp32_bytes, started, runs, complete=False)
+    result = _write(args, settings, adapters, modes, floor, fp32_bytes, started, runs, complete=True)
+    print(f"wrote {RESULTS / (args.name + '.json')} and .md in {result['total_wall_s']:.0f}s")
+    return 0 if all("error" not in r for r in runs) else 1
+
+
+def _write(args: argparse.Namespace, settings: dict[str, Any], adapters: list[str], modes: list[str], floor: float,
+           fp32_bytes: int, started: float, runs: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
+    """Write the JSON + markdown (after every configuration, so a killed run keeps what it measured)."""
     test_sizes = {r["test_size"] for r in runs if r.get("test_size")}
     result = {
         "benchmark": args.name,
         "preset": "quick" if args.quick else "full",
         "created_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python benchmarks/adapters.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/adapters.py " + " ".join(args.argv),
+        "complete": complete,
         "settings": {**settings, "test_size": ", ".join(str(s) for s in sorted(test_sizes)) or "?"},
         "adapters": adapters,
         "modes": {m: {"quant": MODES[m][0], "quantize_embeddings": MODES[m][1]} for m in modes},
         "learning_rates": LEARNING_RATES,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), **_versions(),
-                    "load_average_at_end": _load_average()},
+                    "load_average_at_start": args.load_at_start, "load_average_now": _load_average()},
         "import_floor_mb": floor,
         "fp32_backbone_bytes": fp32_bytes,
         "total_wall_s": time.perf_counter() - started,
@@ -227,8 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
     atomic_write_json(RESULTS / f"{args.name}.json", result)
     atomic_write_text(RESULTS / f"{args.name}.md", markdown(result))
-    print(f"wrote {RESULTS / (args.name + '.json')} and .md in {result['total_wall_s']:.0f}s")
-    return 0 if all("error" not in r for r in runs) else 1
+    return result
 
 
 if __name__ == "__main__":

@@ -79,7 +79,13 @@ def train(name: str, flags: dict[str, Any], work: Path) -> Path:
     argv += ["--output_dir", str(run_dir), "--overwrite_output_dir"]
     log(f"   training {name}: {' '.join(argv[2:])}")
     env = dict(os.environ, PYTHONHASHSEED="0", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    proc = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    proc = None
+    if not (run_dir / "adapter").is_dir() and any((run_dir / "checkpoints").glob("step-*/skewtune_state.json")):
+        # an interrupted run: the pipeline resumes it when the settings match (exit 2 otherwise: start over)
+        proc = subprocess.run([a for a in argv if a != "--overwrite_output_dir"], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL)
+    if proc is None or proc.returncode == 2:
+        proc = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise SystemExit(f"error: training {name} failed (exit {proc.returncode})")
     stamp.write_text(json.dumps(wanted, indent=2))
@@ -141,13 +147,17 @@ def sources(args: argparse.Namespace, preset: dict[str, Any], work: Path) -> dic
             log(f"   {task}: pulled {ref} from {args.hub}")
     a_training = read_manifest(out["tweets"]["path"])["training"]
     size = a_training.get("max_train_samples") or preset["tweets"]
-    out["tweets_b"] = {"path": train("tweets_b", disjoint_tweets(a_training, int(size), work), work)}
+    out["tweets_b"] = {"path": train("tweets_b", disjoint_tweets(a_training, int(size), work), work),
+                       "train_size": int(size)}
     for info_ in out.values():
         manifest = read_manifest(info_["path"])
         settings = manifest.get("training") or {}
+        run_metrics = Path(info_["path"]).parent / "metrics.json"
+        recorded = json.loads(run_metrics.read_text()).get("train_size") if run_metrics.is_file() else None
+        info_.setdefault("train_size", (manifest.get("reference") or {}).get("train_size") or recorded
+                         or settings.get("max_train_samples"))
         info_.update(path=str(info_["path"]), dataset=manifest.get("dataset"),
                      labels=[v for _, v in sorted(manifest["id2label"].items(), key=lambda kv: int(kv[0]))],
-                     train_size=manifest.get("reference", {}).get("train_size") or settings.get("max_train_samples"),
                      epochs=settings.get("num_train_epochs"), adapter_sha256=manifest["files"]["adapter_model.safetensors"],
                      recorded_test_macro_f1=(manifest.get("metrics") or {}).get("eval_macro_f1"))
     return out
@@ -260,8 +270,10 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for key, info in s.items():
         where = f"hub `{info['hub_ref']}`" if info.get("hub_ref") else "trained by the demo"
-        lines.append(f"- `{key}`: dataset `{info['dataset']}`, {info['train_size']} training texts, {info['epochs']}"
-                     f" epoch(s), labels {', '.join(info['labels'])} ({where})")
+        recorded = info.get("recorded_test_macro_f1")
+        note = f"; full-test macro-F1 {recorded:.4f} as recorded" if isinstance(recorded, float) else ""
+        lines.append(f"- `{key}`: dataset `{info['dataset']}`, {info['train_size']} training texts, {info['epochs']:g}"
+                     f" epoch(s), labels {', '.join(info['labels'])} ({where}{note})")
     lines += [
         "",
         "## Multi-task merge (tweets + pang_lee: one merged LoRA, one head per task)",

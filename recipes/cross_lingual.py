@@ -70,7 +70,10 @@ def run(args: argparse.Namespace, command: str) -> int:
     results_file = Path(cfg.results_file)
     check_writable_dir(results_file.parent)
     output_dir = cfg.resolved_output_dir("cross_lingual")
-    check_output_dir(cfg, output_dir)
+    partial = xl.load_partial(cfg, output_dir) if cfg.resume else None  # --resume: same settings, same folder
+    if partial is None:
+        check_output_dir(cfg, output_dir)
+        partial = {"fingerprint": xl.settings_fingerprint(cfg), "language_adapters": {}, "tasks": {}}
     # 3. one language adapter per language (masked LM on that language's unlabelled text outside the test sets)
     language_adapters: dict[str, Path] = {}
     la_results = {}
@@ -83,15 +86,30 @@ def run(args: argparse.Namespace, command: str) -> int:
             seed=cfg.seed, quant=cfg.quant)
         order = sorted(texts, key=lambda code: (code != "en", code))
         language_adapters = {code: output_dir / "language_adapters" / code for code in order}
-        la_results = train_language_adapters(
-            spec, {code: texts[code] for code in order}, language_adapters, settings=settings,
-            on_done=lambda code, m: print(f"language adapter {code}: MLM loss {m['mlm_loss_first']:.2f} → "
-                                          f"{m['mlm_loss_last']:.2f} ({m['train_seconds']:.0f} s)", flush=True))
+        la_results = dict(partial["language_adapters"])
+        todo = [code for code in order if code not in la_results]
+
+        def done(code: str, metrics: dict) -> None:
+            la_results[code] = metrics
+            xl.save_partial(output_dir, {**partial, "language_adapters": la_results})
+            print(f"language adapter {code}: MLM loss {metrics['mlm_loss_first']:.2f} → "
+                  f"{metrics['mlm_loss_last']:.2f} ({metrics['train_seconds']:.0f} s)", flush=True)
+
+        if todo:
+            train_language_adapters(spec, {code: texts[code] for code in todo},
+                                    {code: language_adapters[code] for code in todo}, settings=settings, on_done=done)
+        la_results = {code: la_results[code] for code in order}
+        partial["language_adapters"] = la_results
     # 4. per task: English task adapter → in-language, zero-shot, k-shot; MAD-X task adapter → + language adapter
-    task_results = {}
+    task_results = partial["tasks"]
     for task in tasks:
+        if task in task_results:
+            print(f"{task}: reused from {output_dir} (--resume)", flush=True)
+            continue
         task_results[task] = xl.run_task(cfg, task, data[task], output_dir, language_adapters or None)
+        xl.save_partial(output_dir, partial)
         print(f"{task}: done ({task_results[task]['timings_s']})", flush=True)
+    task_results = {task: task_results[task] for task in tasks}
     # 5. results JSON + markdown table
     results = {
         "recipe": "cross_lingual",
@@ -107,6 +125,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         "output_dir": str(output_dir),
         "language_adapters": la_results,
         "tasks": task_results,
+        "resumed": bool(cfg.resume),
         "notes": [
             "EN in-language: English test split, English task adapter; '+ language adapter' on the EN row is the "
             "MAD-X task adapter with the English language adapter.",

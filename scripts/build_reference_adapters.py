@@ -95,12 +95,25 @@ def stamp(epoch: str) -> str:
     return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def interrupted(run_dir: Path) -> bool:
+    """A run folder holding a checkpoint but no finished adapter."""
+    return (not (run_dir / "adapter" / "skewtune.json").is_file()
+            and any((run_dir / "checkpoints").glob("step-*/skewtune_state.json")))
+
+
 def train(ref: dict[str, Any], work: Path) -> tuple[Path, float]:
     """Run the recipe in a fresh process; returns the run folder and its wall time."""
     out = work / ref["name"]
     env = dict(os.environ, PYTHONHASHSEED="0", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, *recipe_argv(ref, out)], cwd=REPO, env=env)
+    argv = [sys.executable, *recipe_argv(ref, out)]
+    proc = None
+    if interrupted(out):
+        # an interrupted run of the same settings resumes from its last checkpoint (the pipeline checks the
+        # config fingerprint; resumed training matches an uninterrupted one); other settings start over
+        proc = subprocess.run([a for a in argv if a != "--overwrite_output_dir"], cwd=REPO, env=env)
+    if proc is None or proc.returncode == 2:
+        proc = subprocess.run(argv, cwd=REPO, env=env)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"error: training {ref['name']} failed (exit {proc.returncode})")

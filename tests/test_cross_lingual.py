@@ -228,6 +228,20 @@ def test_gap_and_table() -> None:
     assert "| French (fr) | 4 | – | 70.0 | 76.0 | 75.0 |" in table and "78.0 (EN LA)" in table
 
 
+def test_resume_records_refuse_other_settings(tmp_path) -> None:
+    cfg = xl.CrossLingualConfig(output_dir=str(tmp_path), results_file=str(tmp_path / "r.json"))
+    assert xl.load_partial(cfg, tmp_path) is None
+    (tmp_path / "language_adapters" / "en").mkdir(parents=True)
+    (tmp_path / "language_adapters" / "en" / "skewtune.json").write_text("{}")
+    xl.save_partial(tmp_path, {"fingerprint": xl.settings_fingerprint(cfg), "language_adapters": {"en": {}, "de": {}},
+                               "tasks": {"sentiment": {"languages": {}}}})
+    other_paths = xl.CrossLingualConfig(output_dir="elsewhere", results_file="x.json", resume=True)
+    partial = xl.load_partial(other_paths, tmp_path)
+    assert list(partial["language_adapters"]) == ["en"] and list(partial["tasks"]) == ["sentiment"]  # de: no folder
+    with pytest.raises(ConfigError, match="different settings"):
+        xl.load_partial(xl.CrossLingualConfig(seed=7), tmp_path)
+
+
 # ----------------------------------------------------------------------------------------------- recipe errors
 def _recipe():
     spec = importlib.util.spec_from_file_location("cross_lingual_recipe", REPO / "recipes" / "cross_lingual.py")

@@ -79,6 +79,7 @@ def test_k_larger_than_a_class_says_how_many_exist() -> None:
 def test_parse_seeds() -> None:
     assert parse_seeds("5") == [0, 1, 2, 3, 4]
     assert parse_seeds("3,7,11") == [3, 7, 11] and parse_seeds("7,") == [7] and parse_seeds([1, 2]) == [1, 2]
+    assert parse_seeds("[7]") == [7] and parse_seeds("[0, 1, 2]") == [0, 1, 2]
     for bad in ("0", "", "-1", "a,b", "1,1"):
         with pytest.raises(ConfigError):
             parse_seeds(bad)
@@ -146,6 +147,26 @@ def test_natural_distribution_with_imbalance_loss_and_linear_head(tiny_context) 
     trained = METHODS.get("allpairs_lora")().train(ctx, texts, labels, seed=1)
     lora = [n for n, p in trained.model.named_parameters() if "lora_" in n]
     assert lora and all(".layer.1." in n for n in lora)  # --lora_layers top1 of 2
+
+
+def test_frozen_prefix_cache_matches_the_full_forward(tiny_context) -> None:
+    from skewtune.data import tokenize_split
+    from skewtune.fewshot.methods import build_model
+    from skewtune.fewshot.pooling import FrozenPrefixEncoder, SentenceEncoder
+
+    ctx = tiny_context("allpairs_lora", lora_layers="top1")
+    model = build_model(ctx, "lora", pooled_head=True).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # a trained-looking adapter, so the top layer differs from the base
+    texts, _ = make_texts(6, seed=4)
+    batch = ctx.collator([{"input_ids": ids} for ids in tokenize_split(ctx.tokenizer, texts + ["short"]).input_ids])
+    full = SentenceEncoder(model)(**batch).logits
+    cached = FrozenPrefixEncoder(model, start=1, buckets=2)
+    first, again = cached(**batch).logits, cached(**batch).logits
+    assert len(cached.cache) == 7
+    assert torch.allclose(full, first, atol=1e-5) and torch.allclose(first, again)
 
 
 # ------------------------------------------------------------------------------------------------- recipe

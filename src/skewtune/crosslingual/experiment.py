@@ -73,6 +73,7 @@ class CrossLingualConfig(TrainConfig):
     la_target_modules: str = "attention"
     results_file: str = "benchmarks/results/cross_lingual.json"
     quick: bool = False
+    resume: bool = False  # reuse the language adapters and finished tasks in --output_dir (same settings)
     baselines: bool = False
     eval_every_epoch: bool = False
     report_plots: bool = False
@@ -126,6 +127,46 @@ QUICK: dict[str, Any] = {
     "la_steps": 4, "la_head_steps": 2, "la_batch_size": 8, "la_max_length": 32, "max_length": 64, "upos_max_length": 96,
     "results_file": "benchmarks/results/cross_lingual_quick.json",
 }
+
+
+PARTIAL = "partial_results.json"
+_NOT_SETTINGS = ("output_dir", "overwrite_output_dir", "results_file", "resume", "resume_from_checkpoint")
+
+
+def settings_fingerprint(cfg: CrossLingualConfig) -> str:
+    """Hash of every setting that changes a result (paths and --resume excluded)."""
+    import hashlib
+    import json
+
+    keep = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_SETTINGS}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_partial(cfg: CrossLingualConfig, output_dir: Path) -> dict[str, Any] | None:
+    """The finished parts recorded in ``output_dir`` (None when there are none); refuses other settings."""
+    import json
+
+    path = Path(output_dir) / PARTIAL
+    if not path.is_file():
+        return None
+    try:
+        partial = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is unreadable ({exc})", "drop --resume or choose a new --output_dir") from exc
+    if partial.get("fingerprint") != settings_fingerprint(cfg):
+        raise ConfigError(f"{output_dir} holds a run with different settings",
+                          "resume with the same settings, or drop --resume and choose a new --output_dir")
+    for code in list(partial.get("language_adapters", {})):
+        if not (Path(output_dir) / "language_adapters" / code / "skewtune.json").is_file():
+            partial["language_adapters"].pop(code)
+    partial.setdefault("tasks", {})
+    return partial
+
+
+def save_partial(output_dir: Path, partial: dict[str, Any]) -> None:
+    from skewtune.utils.io import atomic_write_json
+
+    atomic_write_json(Path(output_dir) / PARTIAL, partial)
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -524,7 +565,7 @@ def rounded(value: Any, digits: int = 4) -> Any:
 
 
 __all__ = [
-    "CrossLingualConfig", "QUICK", "TaskData", "add_target_splits", "build_task_data", "check_goals",
+    "CrossLingualConfig", "PARTIAL", "QUICK", "TaskData", "load_partial", "save_partial", "settings_fingerprint", "add_target_splits", "build_task_data", "check_goals",
     "format_table", "gap_summary", "k_shot_scores", "memory_note", "prepare_task", "release", "rounded", "run_task",
     "score",
     "task_config", "unlabelled_by_language",

@@ -30,7 +30,7 @@ import torch
 
 from skewtune.errors import ConfigError
 from skewtune.fewshot.pairs import all_pairs, generate_pairs
-from skewtune.fewshot.pooling import EmbeddingOutput, SentenceEncoder, install_pooling
+from skewtune.fewshot.pooling import EmbeddingOutput, FrozenPrefixEncoder, SentenceEncoder, install_pooling
 from skewtune.utils.registry import Registry
 
 METHODS: Registry[Any] = Registry("few-shot method")
@@ -237,7 +237,7 @@ def augment_set(ctx: FewShotContext, texts: list[str], labels: list[int], seed: 
         aug = build_augmenter(cfg.augment or "eda")
         new_texts, new_labels = list(texts), list(labels)
         for copy in range(cfg.augment_copies):
-            seeds = [hash((seed, i, copy)) & 0x7FFFFFFF for i in range(len(texts))]
+            seeds = [(seed * 1_000_003 + copy * 100_003 + i) % 2**31 for i in range(len(texts))]
             new_texts += aug(list(texts), seeds)
             new_labels += list(labels)
         return new_texts, new_labels, len(new_texts) - len(texts)
@@ -306,6 +306,18 @@ def run_loop(ctx: FewShotContext, module: torch.nn.Module, dataset: Any, collate
     finally:
         accelerator.free_memory()
     return state
+
+
+def body_encoder(ctx: FewShotContext, model: Any, buckets: int = 1) -> SentenceEncoder:
+    """The encoder the contrastive stage trains: with LoRA in the top layers only, the frozen bottom is cached."""
+    from skewtune.fewshot.config import parse_layers
+
+    cfg = ctx.cfg
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = parse_layers(cfg.lora_layers, int(getattr(base.config, "num_hidden_layers", 0) or 0))
+    if layers and min(layers) > 0:
+        return FrozenPrefixEncoder(model, min(layers), normalize=cfg.normalize_embeddings, buckets=buckets)
+    return SentenceEncoder(model, normalize=cfg.normalize_embeddings, buckets=buckets)
 
 
 def learning_rate(cfg: Any) -> float:
@@ -391,7 +403,8 @@ class HeadMethod(FewShotMethod):
                          batch_size=cfg.per_device_train_batch_size, epochs=max(1, math.ceil(cfg.num_train_epochs)),
                          max_steps=cfg.max_steps, indices=indices, resample=resample)
         return {"trainable_params": trainable, "steps": state.global_step, "train_rows": len(texts),
-                "augmented_rows": added, "prompt_rows": len(prompt_texts), "final_loss": state.history[-1]["train_loss"] if state.history else None}
+                "augmented_rows": added, "prompt_rows": len(prompt_texts),
+                "final_loss": state.history[-1]["train_loss"] if state.history else None}
 
 
 @METHODS.register("lora_head")
@@ -441,7 +454,8 @@ class EmbeddingHeadMethod(FewShotMethod):
         from skewtune.training.loop import predict_logits
 
         split = tokenize_split(ctx.tokenizer, texts, None, ctx.cfg.max_length, "k-shot")
-        encoder = SentenceEncoder(model, normalize=ctx.cfg.normalize_embeddings)
+        # the body stage's encoder when there is one (its cache of frozen lower layers is reused)
+        encoder = getattr(self, "encoder", None) or SentenceEncoder(model, normalize=ctx.cfg.normalize_embeddings)
         return predict_logits(encoder, split, ctx.collator, ctx.cfg.per_device_eval_batch_size, ctx.accelerator.device)
 
     def fit_head(self, ctx, model, head, texts, labels, weights, seed) -> None:
@@ -509,7 +523,7 @@ class ContrastiveLora(EmbeddingHeadMethod):
         pairs = generate_pairs(labels, seed, strategy=cfg.pair_strategy, num_iterations=cfg.num_iterations)
         ids = tokenize_split(ctx.tokenizer, texts, None, cfg.max_length, "k-shot").input_ids
         data = PairSplit([ids[i] for i, _, _ in pairs], [ids[j] for _, j, _ in pairs], [s for _, _, s in pairs])
-        encoder = SentenceEncoder(model, normalize=cfg.normalize_embeddings)
+        encoder = self.encoder = body_encoder(ctx, model)
         loss = PairLoss(sentence_transformers_loss(cfg.contrastive_loss, encoder))
         state = run_loop(ctx, encoder, data, PairCollator(ctx.collator), loss, lr=learning_rate(cfg), seed=seed,
                          batch_size=cfg.per_device_train_batch_size, epochs=cfg.body_epochs)
@@ -528,7 +542,7 @@ class AllPairsLora(EmbeddingHeadMethod):
 
         cfg = ctx.cfg
         split = tokenize_split(ctx.tokenizer, texts, labels, cfg.max_length, "k-shot")
-        encoder = SentenceEncoder(model, normalize=cfg.normalize_embeddings, buckets=2)
+        encoder = self.encoder = body_encoder(ctx, model, buckets=2)
         loss = AllPairsLoss(sentence_transformers_loss(cfg.contrastive_loss, encoder),
                             balanced=cfg.contrastive_loss in ("cosine", "contrastive", "online_contrastive"))
         batch = min(len(texts), max(cfg.per_device_train_batch_size, 64))

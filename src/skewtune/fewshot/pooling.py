@@ -91,6 +91,71 @@ class SentenceEncoder(nn.Module):
         return groups
 
 
+class _Passthrough(nn.Module):
+    """Stands in for the embeddings module: hands ``inputs_embeds`` (cached hidden states) to the encoder."""
+
+    def forward(self, inputs_embeds: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+        return inputs_embeds
+
+
+class FrozenPrefixEncoder(SentenceEncoder):
+    """A :class:`SentenceEncoder` for adapters that live in the top layers only (``--lora_layers topN``).
+
+    The embeddings and the layers below ``start`` hold no trainable weight, so their output for a given text
+    never changes: it is computed once per distinct row (inference mode, no dropout) and cached, and every
+    training step runs only layers ``start…L-1`` on it. Same result as the full forward pass, at the cost of
+    the top layers. Falls back to the full pass for transformers without ``embeddings`` / ``encoder.layer``.
+    """
+
+    def __init__(self, model: Any, start: int, normalize: bool = True, buckets: int = 1) -> None:
+        super().__init__(model, normalize=normalize, buckets=buckets)
+        self.start = int(start)
+        self.cache: dict[tuple[int, ...], torch.Tensor] = {}
+        inner = transformer_of(model)
+        self.enabled = self.start > 0 and hasattr(inner, "embeddings") and hasattr(getattr(inner, "encoder", None), "layer")
+
+    def _run(self, inner: nn.Module, layers: nn.ModuleList, passthrough: bool, **inputs: Any) -> torch.Tensor:
+        encoder, embeddings = inner.encoder, inner.embeddings
+        saved_layers = encoder.layer
+        encoder.layer = layers
+        if passthrough:
+            inner.embeddings = _Passthrough()
+        try:
+            return inner(**inputs).last_hidden_state
+        finally:
+            encoder.layer = saved_layers
+            inner.embeddings = embeddings
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if not self.enabled or attention_mask is None:
+            return super().encode(input_ids, attention_mask)
+        inner = transformer_of(self.model)
+        lengths = attention_mask.sum(dim=1).tolist()
+        keys = [tuple(row[:n].tolist()) for row, n in zip(input_ids, lengths)]
+        new_keys = [key for key in dict.fromkeys(keys) if key not in self.cache]
+        if new_keys:
+            first: dict[tuple[int, ...], int] = {}
+            for i, key in enumerate(keys):
+                first.setdefault(key, i)
+            rows = [first[key] for key in new_keys]
+            was_training = inner.training
+            inner.eval()
+            with torch.no_grad():
+                hidden = self._run(inner, inner.encoder.layer[: self.start], False,
+                                   input_ids=input_ids[rows], attention_mask=attention_mask[rows])
+            inner.train(was_training)
+            for j, i in enumerate(rows):
+                self.cache[keys[i]] = hidden[j, : lengths[i]].detach()
+        states = torch.zeros((input_ids.shape[0], input_ids.shape[1], next(iter(self.cache.values())).shape[-1]),
+                             dtype=next(iter(self.cache.values())).dtype, device=input_ids.device)
+        for i, key in enumerate(keys):
+            states[i, : lengths[i]] = self.cache[key]
+        hidden = self._run(inner, inner.encoder.layer[self.start:], True, inputs_embeds=states,
+                           attention_mask=attention_mask)
+        pooled = mean_pool(hidden.float(), attention_mask)
+        return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+
 def check_pooling(pooling: dict[str, Any] | None) -> dict[str, Any] | None:
     if pooling is None:
         return None

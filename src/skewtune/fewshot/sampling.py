@@ -38,13 +38,15 @@ class KShotSample:
 
 
 def parse_seeds(value: Any) -> list[int]:
-    """``5`` → ``[0, 1, 2, 3, 4]``; ``"3,7,11"`` (or a list) → those seeds. Zero seeds is an error."""
+    """``5`` → ``[0, 1, 2, 3, 4]``; ``"3,7,11"``, ``"7,"``, ``"[7]"`` (or a list) → those seeds. Zero seeds is an error."""
     hint = "pass --seeds N (N ≥ 1 runs, seeds 0..N-1) or an explicit list such as --seeds 0,1,2"
     if isinstance(value, list | tuple):
         items = [str(v) for v in value]
     else:
-        text = str(value).strip()
-        items = [t for t in text.replace(" ", ",").split(",") if t] if ("," in text or " " in text) else None
+        raw = str(value).strip()
+        text = raw.strip("[]()")
+        explicit = raw.startswith(("[", "(")) or "," in text or " " in text
+        items = [t for t in text.replace(" ", ",").split(",") if t] if explicit else None
         if items is None:
             try:
                 count = int(text)

@@ -20,10 +20,22 @@ from skewtune.errors import TrainingError
 logger = logging.getLogger("skewtune")
 
 def configure_threads(accelerator: Any) -> None:
-    """On CPU give each process its share of the cores (torch defaults every process to all of them)."""
-    if accelerator.device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+    """On CPU give each process its share of the cores.
+
+    ``accelerate launch`` exports ``OMP_NUM_THREADS=1`` unless ``--num_cpu_threads_per_process`` is given, which
+    halves training speed on a 2-core machine; skewtune replaces that default with cores ÷ local processes.
+    A user's own ``OMP_NUM_THREADS`` (outside accelerate launch) or ``SKEWTUNE_NUM_THREADS`` is respected.
+    """
+    if accelerator.device.type != "cpu":
         return
-    cores = os.cpu_count() or 1
+    explicit = os.environ.get("SKEWTUNE_NUM_THREADS")
+    if explicit:
+        torch.set_num_threads(max(1, int(explicit)))
+        return
+    launched_by_accelerate = any(key.startswith("ACCELERATE_") for key in os.environ)
+    if os.environ.get("OMP_NUM_THREADS") and not launched_by_accelerate:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes if accelerator.num_processes > 1 else 1))
     torch.set_num_threads(max(1, cores // max(1, local)))
 
