@@ -45,8 +45,8 @@ def test_hub_index_lists_every_reference_adapter() -> None:
         assert "reference" in row["tags"] and "sentiment" in row["tags"]
         assert row["metrics"]["eval_macro_f1"] > row["metrics"]["baseline_majority_macro_f1"] + 0.2
         assert row["size_bytes"] < 2_000_000
-    assert hub.search(str(HUB), base_model="minilm", language="en", labels=["negative", "positive"])[0]["name"] == \
-        "pang-lee-polarity-minilm-lora"
+    found = hub.search(str(HUB), base_model="minilm", language="en", labels=["negative", "neutral", "positive"])
+    assert found and found[0]["name"] == "tweets-sentiment-minilm-lora"
     # small and clean: index + version folders only (no lock file, no partial uploads), a few MB in all
     files = [p for p in HUB.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 5_000_000
