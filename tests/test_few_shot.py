@@ -206,6 +206,8 @@ def test_recipe_saves_best_adapter_that_predicts_like_training(tiny_bert: Path, 
     (["--seeds", "0"], "at least one seed"),
     (["--method", "nope"], "allpairs_lora"),
     (["--shots_distribution", "skewed"], "natural"),
+    (["--adapter", "prefix", "--method", "allpairs_lora"], "injected adapter"),
+    (["--learning_rate", "auto"], "auto"),
 ])
 def test_bad_input_one_line_exit_2_nothing_written(capsys, tiny_bert: Path, toy_csv: Path, tmp_path: Path,
                                                     flags: list[str], expect: str) -> None:
@@ -217,3 +219,18 @@ def test_bad_input_one_line_exit_2_nothing_written(capsys, tiny_bert: Path, toy_
     assert expect in err[0], err[0]
     assert not out.exists()
 
+
+
+def test_label_prompts_need_word_labels(capsys, tiny_bert: Path, tmp_path: Path) -> None:
+    texts, names = make_texts(60, seed=6)
+    data = write_csv(tmp_path / "numeric.csv", texts, ["0" if n == "negative" else "1" for n in names])
+    out = tmp_path / "out"
+    argv = ["--dataset", str(data), "--backbone", str(tiny_bert), "--quant", "none", "--output_dir", str(out),
+            "--method", "prompt_allpairs_lora", "--shots", "4"]
+    assert _load_recipe().main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "are not words" in err[0] and "--label_words" in err[0] and not out.exists()
+    from skewtune.fewshot.prompts import label_prompts
+
+    rows, ids = label_prompts(["0", "1"], "this is {}", "0=bad|awful;1=good")
+    assert rows == ["this is bad", "this is awful", "this is good"] and ids == [0, 0, 1]

@@ -344,11 +344,14 @@ class FewShotMethod:
         return self.default_prompts if cfg.label_prompts is None else bool(cfg.label_prompts)
 
     def prompt_rows(self, ctx: FewShotContext) -> tuple[list[str], list[int]]:
-        if not self.uses_prompts(ctx.cfg):
+        return self.prompt_rows_for(ctx.labels, ctx.cfg)
+
+    def prompt_rows_for(self, labels: list[str], cfg: Any) -> tuple[list[str], list[int]]:
+        if not self.uses_prompts(cfg):
             return [], []
         from skewtune.fewshot.prompts import label_prompts
 
-        return label_prompts(ctx.labels, ctx.cfg.label_templates, ctx.cfg.label_words)
+        return label_prompts(labels, cfg.label_templates, cfg.label_words)
 
     def adapter_kind(self, cfg: Any) -> str:
         if self.adapter is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,9 @@ def prepare(cfg: FewShotConfig, recipe: str = "few_shot") -> FewShotRun:
         max_eval_samples=cfg.max_eval_samples, skip_empty_texts=cfg.skip_empty_texts, encoding=cfg.encoding,
     )
     check_imbalance_names(cfg)
+    method = METHODS.get(cfg.method)()
+    method.adapter_kind(cfg)  # e.g. --adapter prefix with a LoRA method
+    method.prompt_rows_for(splits.labels, cfg)  # labels that are not words need --label_words
     samples = draw_samples(splits, cfg, seeds)
     ctx = build_context(cfg, splits.labels)
     ids = splits.label2id
@@ -110,6 +114,7 @@ def run_all(run: FewShotRun) -> dict[str, Any]:
     """Train every seed, score validation (selection) and test, keep the best adapter; returns the metrics."""
     cfg, ctx = run.cfg, run.ctx
     main = ctx.accelerator.is_main_process
+    started = time.perf_counter()
     for seed, sample in run.samples.items():
         trained = train_seed(ctx, run.splits, sample, cfg.method)
         val = evaluate(ctx, trained.model, run.validation)
@@ -131,6 +136,7 @@ def run_all(run: FewShotRun) -> dict[str, Any]:
             del trained
         gc.collect()
     run.metrics = summarize(run)
+    run.metrics["wall_seconds_total"] = time.perf_counter() - started
     return run.metrics
 
 
@@ -221,6 +227,7 @@ def print_summary(run: FewShotRun) -> None:
         ("test accuracy (mean ± std)", f"{m['test_accuracy_mean']:.4f} ± {m['test_accuracy_std']:.4f}"),
         ("test macro-F1 (mean ± std)", f"{m['test_macro_f1_mean']:.4f} ± {m['test_macro_f1_std']:.4f}"),
         ("train time per seed (s)", f"{m['train_seconds_mean']:.1f} ± {m['train_seconds_std']:.1f}"),
+        ("wall time, all seeds (s)", f"{m['wall_seconds_total']:.1f}"),
         ("trainable params", f"{m['trainable_params']:,}"),
         ("test rows", str(m["test_size"])),
         ("saved adapter", f"seed {m['saved_seed']} (best validation macro-F1), test macro-F1 {m['eval_macro_f1']:.4f}"),

@@ -15,8 +15,9 @@ as they were (the run then trains as if started with ``--learning_rate <chosen>`
 * Divergence: stop when ``s_i > 4 · min_{j≤i} s_j`` or the loss is not finite.
 * Choice (documented rule): on the smoothed curve up to its minimum (the descent before divergence), skipping the
   first ``w`` points (EMA warm-up) and the minimum itself (one-sided difference, at the edge of divergence), take
-  the learning rate where ``ds/d log10(lr)`` (central differences) is most negative — the steepest descent. When there is no descent (the slope is never negative, or the minimum comes within the first ``w``
-  points), fall back to ``lr_at_min / 10`` (the "minimum / 10" rule of fastai's ``lr_find``).
+  the learning rate where ``ds/d log10(lr)`` (central differences) is most negative — the steepest descent.
+  When there is no descent (the slope is never negative, or the minimum comes within the first ``w`` points),
+  fall back to ``lr_at_min / 10`` (the "minimum / 10" rule of fastai's ``lr_find``).
 
 Under several processes every process runs the same test on the same batches (the loader is not sharded yet);
 the main process's value is broadcast and only it writes ``lr_finder.png``.
