@@ -1,7 +1,7 @@
 """Every adapter × quantization mode on the same tweets subset and settings, in one run.
 
-    python benchmarks/adapters.py --quick     # 64 train / 64 test tweets, 4 steps: ~4 minutes on 2 idle cores
-    python benchmarks/adapters.py             # 320 train / 500 test tweets, 10 steps: ~12 minutes on 2 idle cores
+    python benchmarks/adapters.py --quick     # 24 configurations, 32 train / 32 test tweets, 2 steps each
+    python benchmarks/adapters.py             # 30 configurations, 320 train / 500 test tweets, 10 steps each
     python benchmarks/adapters.py --adapters lora --modes 8bit,8bit+emb8 --max_train_samples 4000 \\
         --max_eval_samples 0 --name embeddings          # the quantized-embedding accuracy check
 
@@ -50,10 +50,12 @@ MODES: dict[str, tuple[str, bool]] = {
 # one learning rate per adapter family (prompt-learning methods need larger steps); everything else shared
 LEARNING_RATES = {"lora": 1e-3, "dora": 1e-3, "rslora": 1e-3, "ia3": 1e-2, "prefix": 1e-2, "prompt": 3e-2}
 PRESETS: dict[str, dict[str, Any]] = {
-    # sized for 30 configurations (6 adapters × 5 modes), each in its own child process
-    "quick": {"max_train_samples": 64, "max_eval_samples": 64, "max_length": 48, "per_device_train_batch_size": 16},
+    # quick: 24 configurations (6 adapters × QUICK_MODES), 2 optimizer steps each: checks every pair runs and
+    # measures bytes / RSS; its F1 is not informative. full: 30 configurations, 10 steps each.
+    "quick": {"max_train_samples": 32, "max_eval_samples": 32, "max_length": 32, "per_device_train_batch_size": 16},
     "full": {"max_train_samples": 320, "max_eval_samples": 500, "max_length": 64, "per_device_train_batch_size": 32},
 }
+QUICK_MODES = ("none", "8bit", "8bit+emb8", "4bit+emb4")  # each --quant default, plus bitsandbytes' own 8bit
 SHARED = {
     "dataset": "tweets", "backbone": "minilm", "num_train_epochs": 1.0,
     "per_device_eval_batch_size": 128, "lora_r": 8, "lora_alpha": 16.0, "lora_dropout": 0.1,
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small subset (≤ 5 minutes on 2 cores)")
     parser.add_argument("--adapters", default=",".join(ADAPTERS))
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=None, help=f"default: {','.join(MODES)} ({','.join(QUICK_MODES)} with --quick)")
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--max_eval_samples", type=int, default=None, help="0: the whole test split")
     parser.add_argument("--per_device_train_batch_size", type=int, default=None)
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.load_at_start = _load_average()
     adapters = [a.strip() for a in args.adapters.split(",") if a.strip()]
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    modes = [m.strip() for m in (args.modes or ",".join(QUICK_MODES if args.quick else MODES)).split(",") if m.strip()]
     bad = [a for a in adapters if a not in ADAPTERS] + [m for m in modes if m not in MODES]
     if bad:
         parser.error(f"unknown adapter/mode {', '.join(bad)} (adapters: {', '.join(ADAPTERS)}; modes: {', '.join(MODES)})")

@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "lora_sentiment.py"
 DEFAULT_HUB = REPO / "adapters"
 DEFAULT_WORK = REPO / "outputs" / "reference_adapters"
+RESUMED = "resumed.json"  # in a run folder: training was interrupted and resumed from a checkpoint
 # 2026-11-28T00:00:00Z: the date the reference adapters were first built
 DEFAULT_EPOCH = "1795824000"
 
@@ -108,11 +109,16 @@ def train(ref: dict[str, Any], work: Path) -> tuple[Path, float]:
     start = time.perf_counter()
     argv = [sys.executable, *recipe_argv(ref, out)]
     proc = None
+    marker = out / RESUMED
     if interrupted(out):
         # an interrupted run of the same settings resumes from its last checkpoint (the pipeline checks the
         # config fingerprint; resumed training matches an uninterrupted one); other settings start over
+        checkpoint = max(int(p.parent.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*/skewtune_state.json"))
         proc = subprocess.run([a for a in argv if a != "--overwrite_output_dir"], cwd=REPO, env=env)
+        if proc.returncode == 0:
+            marker.write_text(json.dumps({"resumed_at_step": checkpoint}))
     if proc is None or proc.returncode == 2:
+        marker.unlink(missing_ok=True)
         proc = subprocess.run(argv, cwd=REPO, env=env)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
@@ -152,6 +158,8 @@ def finalise(ref: dict[str, Any], run_dir: Path, seconds: float, epoch: str) -> 
         "wall_s": round(seconds, 1),
         "device": metrics_all.get("device"),
         "torch_threads": torch.get_num_threads(),
+        "resumed_at_step": (json.loads((run_dir / RESUMED).read_text())["resumed_at_step"]
+                            if (run_dir / RESUMED).is_file() else None),
         "versions": _versions(),
     }
     atomic_write_text(folder / "README.md", render_card(manifest) + _card_section(ref, manifest, metrics_all))
@@ -187,7 +195,9 @@ def _card_section(ref: dict[str, Any], manifest: dict[str, Any], metrics: dict[s
         f"- Recipe command: `{info['command']}` (other settings: `recipes/configs/lora_sentiment.yaml`;"
         " the full configuration is in `skewtune.json` → `training`).",
         f"- Training time: {info['train_runtime_s']} s on {info['device']} ({info['torch_threads']} torch threads,"
-        f" {os.cpu_count()} cores shared with other jobs).",
+        f" {os.cpu_count()} cores shared with other jobs)"
+        + (f"; interrupted and resumed from the step-{info['resumed_at_step']} checkpoint, so this is the last"
+           " attempt's time only." if info.get("resumed_at_step") else "."),
         "- Test per-class F1: " + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items()) + ".",
         "",
         "Predict offline from a checkout:",
@@ -248,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     for ref in refs:
         run_dir = work / ref["name"]
         if args.skip_training and (run_dir / "adapter" / "skewtune.json").is_file():
-            seconds = json.loads((run_dir / "metrics.json").read_text()).get("train_runtime_s", 0.0)
+            previous = json.loads((run_dir / "adapter" / "skewtune.json").read_text()).get("reference") or {}
+            seconds = previous.get("wall_s") or json.loads((run_dir / "metrics.json").read_text()).get("train_runtime_s", 0.0)
         else:
             print(f"== training {ref['name']}: {display_command(ref)}", flush=True)
             run_dir, seconds = train(ref, work)
@@ -267,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         staging.rename(hub_dir)
         shutil.rmtree(old, ignore_errors=True)
     (hub_dir / ".index.lock").unlink(missing_ok=True)
+    # mkdtemp/mkstemp make 0700/0600 entries: give the committed hub the usual permissions
+    for path in [hub_dir, *hub_dir.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
     total = sum(p.stat().st_size for p in hub_dir.rglob("*") if p.is_file())
     for row in ls(str(hub_dir)):
         print(f"{row['ref']}: {row.get('size_bytes', 0) / 1e6:.2f} MB, metrics {row.get('metrics')}")

@@ -99,6 +99,11 @@ def test_setfit_style_pair_generation() -> None:
     assert len(generate_pairs(labels, seed=0, num_iterations=2)) == 2 * 2 * 8
     with pytest.raises(ConfigError, match="positive pair"):
         generate_pairs([0, 1, 2], seed=0)
+    from skewtune.fewshot.pairs import auto_allpairs_steps, setfit_pair_count
+
+    assert setfit_pair_count([0] * 8 + [1] * 8) == 144  # what SetFit logs as "Num unique pairs" for k=8, 2 classes
+    assert setfit_pair_count([0] * 8 + [1] * 8 + [2] * 8) == 384
+    assert auto_allpairs_steps([0] * 8 + [1] * 8) == 5 and auto_allpairs_steps([0] * 8 + [1] * 8 + [2] * 8) == 8
     left, right, same = all_pairs(torch.tensor([0, 0, 1]))
     assert left.tolist() == [0, 0, 1] and right.tolist() == [1, 2, 2] and same.tolist() == [1.0, 0.0, 0.0]
 

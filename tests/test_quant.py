@@ -150,6 +150,17 @@ def test_4bit_layer_trains_after_eval(tiny_bert: Path) -> None:
     assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
 
 
+def test_dora_on_8bit_keeps_training(tiny_bert: Path) -> None:
+    """``keep_int8_scales``: peft's CPU dequantize (DoRA, every forward) no longer loses the int8 row scales."""
+    from skewtune.adapters import AdapterSettings, build_adapter
+
+    model = build_adapter(load_backbone(resolve_backbone(str(tiny_bert)), num_labels=2, quant="8bit"), "dora",
+                          AdapterSettings(target_modules="attention", modules_to_save=["classifier"]))
+    ids = torch.randint(1000, 5000, (4, 8), generator=torch.Generator().manual_seed(0))
+    for _ in range(3):  # failed on the second step before
+        model(input_ids=ids, labels=torch.tensor([0, 1, 0, 1])).loss.backward()
+
+
 def _check_error(capsys: pytest.CaptureFixture[str], argv: list[str], expect: list[str], out: Path) -> str:
     assert cli_main(argv) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]

@@ -25,6 +25,12 @@ REFERENCES = {
                      ("Thank you so much, the flight crew was amazing and wonderful", "positive"),
                      ("This is the worst airline ever, I hate it, terrible service", "negative")],
     },
+    "pang-lee-polarity-minilm-lora": {
+        "dataset": "pang_lee",
+        "labels": ["negative", "positive"],
+        "examples": [("a wonderful , moving film with brilliant performances", "positive"),
+                     ("a dull , boring and painfully bad movie", "negative")],
+    },
 }
 
 

@@ -220,6 +220,35 @@ def keep_cpu_4bit_trainable(model: Any) -> int:
     return count
 
 
+def keep_int8_scales(model: Any) -> int:
+    """Keep every ``Linear8bitLt``'s row scales when its weight parameter is re-created; returns the layer count.
+
+    Upstream problem (peft 0.21.2 ``utils/integrations.py::dequantize_module_weight`` with bitsandbytes 0.50.2):
+    on CPU peft re-assigns ``module.weight = module.weight.to("cpu")`` after dequantizing (DoRA does this on
+    every forward). ``Int8Params.to`` builds a new parameter with ``CB`` set but ``SCB = None`` (the scales
+    already moved to ``module.state``), and the next ``Linear8bitLt.forward`` copies that ``None`` into
+    ``state.SCB``: DoRA on an 8-bit backbone fails on its second step with "'NoneType' object has no attribute
+    'unsqueeze'". A forward pre-hook hands the (unchanged) scales back before bitsandbytes reads them.
+    """
+    try:
+        from bitsandbytes.nn import Linear8bitLt
+    except Exception:  # pragma: no cover - bitsandbytes absent
+        return 0
+
+    def restore(module: Any, args: Any) -> None:
+        weight, state = module.weight, module.state
+        if getattr(weight, "CB", None) is not None and getattr(weight, "SCB", None) is None and state.SCB is not None:
+            weight.SCB = state.SCB
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, Linear8bitLt) and not getattr(module, "_skewtune_keeps_scb", False):
+            module.register_forward_pre_hook(restore)
+            module._skewtune_keeps_scb = True
+            count += 1
+    return count
+
+
 def probe_device() -> torch.device:
     """Where quantized layers will live: the current CUDA device, else the CPU."""
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")

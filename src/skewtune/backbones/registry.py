@@ -184,12 +184,15 @@ def load_backbone(
     if qconfig is not None:
         from skewtune.backbones.quant import (
             keep_cpu_4bit_trainable,
+            keep_int8_scales,
             prepare_for_kbit_training,
             quantize_input_embeddings,
         )
 
         if quant == "4bit":
             keep_cpu_4bit_trainable(model)
+        else:
+            keep_int8_scales(model)
         if quantize_embeddings:
             quantize_input_embeddings(model, 8 if quant == "8bit" else 4)
         prepare_for_kbit_training(model)

@@ -29,7 +29,7 @@ class FewShotConfig(TrainConfig):
     pair_strategy: str = "oversampling"  # SetFit pair sampling: oversampling | undersampling | unique
     num_iterations: int | None = None  # SetFit's num_iterations: pairs of each kind per example (overrides pair_strategy)
     body_epochs: int = 1  # epochs of the contrastive stage over the pairs (contrastive_lora)
-    allpairs_steps: int = 12  # optimizer steps of allpairs_lora (each embeds the whole k-shot batch once)
+    allpairs_steps: int | None = None  # steps of the all-pairs stage; default: auto (a quarter of SetFit's encoder passes)
     head: str = "logistic"  # head on the embeddings: logistic (scikit-learn, SetFit's default) | linear (torch, uses --loss)
     augment_copies: int = 0  # EDA copies per k-shot example (all classes; --augment names the operation, default eda)
     lora_layers: str | None = None  # LoRA only in these transformer layers: "top2", "3,4,5"; default all layers
@@ -57,7 +57,7 @@ class FewShotConfig(TrainConfig):
         if self.head not in HEADS:
             raise ConfigError(f"unknown --head '{self.head}'", f"use one of: {', '.join(HEADS)}")
         for name in ("body_epochs", "allpairs_steps"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be ≥ 1, got {getattr(self, name)}", f"pass a positive --{name}")
         if self.num_iterations is not None and self.num_iterations < 1:
             raise ConfigError(f"--num_iterations must be ≥ 1, got {self.num_iterations}", "pass e.g. 20 or leave it unset")

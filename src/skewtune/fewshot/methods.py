@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from skewtune.errors import ConfigError
-from skewtune.fewshot.pairs import all_pairs, generate_pairs
+from skewtune.fewshot.pairs import all_pairs, auto_allpairs_steps, generate_pairs
 from skewtune.fewshot.pooling import EmbeddingOutput, FrozenPrefixEncoder, SentenceEncoder, install_pooling
 from skewtune.utils.registry import Registry
 
@@ -437,6 +437,7 @@ class EmbeddingHeadMethod(FewShotMethod):
         prompt_texts, prompt_ids = self.prompt_rows(ctx)
         rows, row_labels = texts + prompt_texts, labels + prompt_ids
         weights = [1.0] * len(texts) + [float(cfg.prompt_weight)] * len(prompt_texts)
+        self.real_labels = list(labels)  # the k-shot (+ augmented) rows, without prompts
         head = classifier_of(model)
         for p in head.parameters():  # not in the encoder's graph during the body stage (keeps DDP happy)
             p.requires_grad_(False)
@@ -549,11 +550,12 @@ class AllPairsLora(EmbeddingHeadMethod):
         loss = AllPairsLoss(sentence_transformers_loss(cfg.contrastive_loss, encoder),
                             balanced=cfg.contrastive_loss in ("cosine", "contrastive", "online_contrastive"))
         batch = min(len(texts), max(cfg.per_device_train_batch_size, 64))
+        steps = cfg.allpairs_steps or auto_allpairs_steps(self.real_labels)
         state = run_loop(ctx, encoder, split, ctx.collator, loss, lr=learning_rate(cfg), seed=seed, batch_size=batch,
-                         max_steps=cfg.allpairs_steps)
+                         max_steps=steps)
         n = len(texts)
         return {"body_trained": True, "pairs_per_step": n * (n - 1) // 2 if batch >= n else None,
-                "steps": state.global_step, "final_loss": state.history[-1]["train_loss"] if state.history else None}
+                "steps": state.global_step, "steps_rule": "given" if cfg.allpairs_steps else "auto", "final_loss": state.history[-1]["train_loss"] if state.history else None}
 
 
 def method_names() -> list[str]:

@@ -67,3 +67,25 @@ def all_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     n = labels.shape[0]
     left, right = torch.triu_indices(n, n, offset=1, device=labels.device)
     return left, right, (labels[left] == labels[right]).float()
+
+
+def setfit_pair_count(labels: Sequence[int]) -> int:
+    """Pairs in one epoch of SetFit's default sampling (``oversampling``): ``2 · max(positives, negatives)``,
+    positives counted as SetFit does (with replacement: an example paired with itself included)."""
+    counts: dict[int, int] = {}
+    for y in labels:
+        counts[y] = counts.get(y, 0) + 1
+    n = len(labels)
+    positives = sum(c * (c + 1) // 2 for c in counts.values())
+    negatives = (n * n - sum(c * c for c in counts.values())) // 2
+    return 2 * max(positives, negatives)
+
+
+def auto_allpairs_steps(labels: Sequence[int], minimum: int = 4) -> int:
+    """Steps of the all-pairs stage: a quarter of the encoder passes of SetFit's default contrastive epoch.
+
+    SetFit encodes both sides of each of its ``P`` pairs (``2P`` passes); an all-pairs step encodes the ``n``
+    rows once, so ``ceil(P / 2n)`` steps make ``P / 2`` passes. k = 8: 5 steps for 2 classes, 8 for 3.
+    """
+    n = max(1, len(labels))
+    return max(minimum, -(-setfit_pair_count(labels) // (2 * n)))
