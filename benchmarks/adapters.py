@@ -1,7 +1,8 @@
 """Every adapter × quantization mode on the same tweets subset and settings, in one run.
 
-    python benchmarks/adapters.py --quick     # 24 configurations, 32 train / 32 test tweets, 2 steps each
-    python benchmarks/adapters.py             # 30 configurations, 320 train / 500 test tweets, 10 steps each
+    python benchmarks/adapters.py --quick     # 12 configurations, 32 train / 32 test tweets, 2 steps each
+    python benchmarks/adapters.py             # 30 configurations, 960 train / 500 test tweets, 30 steps each
+    python benchmarks/adapters.py --backbone smollm2 --adapters lora,prefix --modes none,8bit --name adapters_smollm2
     python benchmarks/adapters.py --adapters lora --modes 8bit,8bit+emb8 --max_train_samples 4000 \\
         --max_eval_samples 0 --name embeddings          # the quantized-embedding accuracy check
 
@@ -50,12 +51,12 @@ MODES: dict[str, tuple[str, bool]] = {
 # one learning rate per adapter family (prompt-learning methods need larger steps); everything else shared
 LEARNING_RATES = {"lora": 1e-3, "dora": 1e-3, "rslora": 1e-3, "ia3": 1e-2, "prefix": 1e-2, "prompt": 3e-2}
 PRESETS: dict[str, dict[str, Any]] = {
-    # quick: 24 configurations (6 adapters × QUICK_MODES), 2 optimizer steps each: checks every pair runs and
-    # measures bytes / RSS; its F1 is not informative. full: 30 configurations, 10 steps each.
+    # quick: 12 configurations (6 adapters × QUICK_MODES), 2 optimizer steps each: checks every pair runs and
+    # measures bytes / RSS; its F1 is not informative. full: 30 configurations, 30 steps each.
     "quick": {"max_train_samples": 32, "max_eval_samples": 32, "max_length": 32, "per_device_train_batch_size": 16},
-    "full": {"max_train_samples": 320, "max_eval_samples": 500, "max_length": 64, "per_device_train_batch_size": 32},
+    "full": {"max_train_samples": 960, "max_eval_samples": 500, "max_length": 64, "per_device_train_batch_size": 32},
 }
-QUICK_MODES = ("none", "8bit", "8bit+emb8", "4bit+emb4")  # each --quant default, plus bitsandbytes' own 8bit
+QUICK_MODES = ("8bit+emb8", "4bit+emb4")  # the --quant 8bit / 4bit defaults
 SHARED = {
     "dataset": "tweets", "backbone": "minilm", "num_train_epochs": 1.0,
     "per_device_eval_batch_size": 128, "lora_r": 8, "lora_alpha": 16.0, "lora_dropout": 0.1,
@@ -136,7 +137,7 @@ def markdown(result: dict[str, Any]) -> str:
     """The README table: one row per adapter × mode."""
     s = result["settings"]
     lines = [
-        f"Tweets (3 classes), MiniLM-L6, {s['max_train_samples']} train / {s['test_size']} test tweets, "
+        f"Tweets (3 classes), backbone `{s['backbone']}`, {s['max_train_samples']} train / {s['test_size']} test tweets, "
         f"1 epoch, batch {s['per_device_train_batch_size']}, max_length {s['max_length']}, seed {s['seed']}, "
         f"{result['machine']['cpu_count']} CPU cores; learning rate per adapter: "
         + ", ".join(f"{k} {v:g}" for k, v in result["learning_rates"].items() if k in result["adapters"]) + ".",
@@ -169,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--max_eval_samples", type=int, default=None, help="0: the whole test split")
     parser.add_argument("--per_device_train_batch_size", type=int, default=None)
-    parser.add_argument("--name", default="adapters", help="results file stem under benchmarks/results/")
+    parser.add_argument("--max_length", type=int, default=None)
+    parser.add_argument("--backbone", default=None, help="registry name (default minilm; e.g. smollm2)")
+    parser.add_argument("--name", default="adapters", help="results file stem (benchmarks/results/; quick: outputs/benchmarks/)")
     parser.add_argument("--note", default="", help="appended to the JSON 'note' (e.g. machine load)")
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -186,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         preset["max_eval_samples"] = args.max_eval_samples or None
     if args.per_device_train_batch_size is not None:
         preset["per_device_train_batch_size"] = args.per_device_train_batch_size
+    if args.max_length is not None:
+        preset["max_length"] = args.max_length
+    if args.backbone is not None:
+        preset["backbone"] = args.backbone
     settings = {**SHARED, **preset}
 
     context = multiprocessing.get_context("forkserver")
@@ -208,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{adapter:7s} {mode:10s} {row['wall_s']:6.1f}s  {status}", flush=True)
                 _write(args, settings, adapters, modes, floor, fp32_bytes, started, runs, complete=False)
     result = _write(args, settings, adapters, modes, floor, fp32_bytes, started, runs, complete=True)
-    print(f"wrote {RESULTS / (args.name + '.json')} and .md in {result['total_wall_s']:.0f}s")
+    print(f"wrote {results_dir(args) / (args.name + '.json')} and .md in {result['total_wall_s']:.0f}s")
     return 0 if all("error" not in r for r in runs) else 1
 
 
@@ -236,13 +243,18 @@ def _write(args: argparse.Namespace, settings: dict[str, Any], adapters: list[st
                  "seed). " + args.note).strip(),
         "runs": runs,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    folder = results_dir(args)
     sys.path.insert(0, str(REPO / "src"))
     from skewtune.utils.io import atomic_write_json, atomic_write_text
 
-    atomic_write_json(RESULTS / f"{args.name}.json", result)
-    atomic_write_text(RESULTS / f"{args.name}.md", markdown(result))
+    atomic_write_json(folder / f"{args.name}.json", result)
+    atomic_write_text(folder / f"{args.name}.md", markdown(result))
     return result
+
+
+def results_dir(args: argparse.Namespace) -> Path:
+    """benchmarks/results/ for measured runs; a --quick smoke run never overwrites those."""
+    return REPO / "outputs" / "benchmarks" if args.quick else RESULTS
 
 
 if __name__ == "__main__":

@@ -27,6 +27,13 @@ def _os_error(exc: OSError, path: Path) -> OutputError:
     return OutputError(f"cannot write {path}: {exc.strerror or exc}", "check the output path")
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     path = Path(path)
@@ -38,6 +45,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         os.replace(tmp_name, path)
         tmp_name = None
     except OSError as exc:
@@ -81,6 +89,7 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = True) -> Iterator
         raise _os_error(exc, path) from exc
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give what mkdir() would
         if path.exists():
             if not overwrite:
                 raise OutputError(f"{path} already exists", "remove it or allow overwriting")
