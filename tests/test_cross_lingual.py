@@ -218,7 +218,14 @@ def test_gap_and_table() -> None:
                "k16": {"accuracy": 0.8, "size": 4}}}}
     gap = xl.gap_summary(task)
     assert gap["zero_shot"]["gap_points"] == pytest.approx(5.0) and gap["language_adapter"]["gap_points"] == pytest.approx(1.0)
-    assert gap["best"]["configuration"] == "language_adapter"
+    assert gap["best"]["configuration"] == "language_adapter"  # best target mean (0.77 vs 0.75)
+    # a configuration whose English score collapses has a small gap but transfers worse: not the best
+    collapsed = {**task, "languages": {**task["languages"], "en": {**task["languages"]["en"],
+                 "in_language_language_adapter": {"accuracy": 0.45, "size": 5}},
+                 "fr": {**task["languages"]["fr"], "language_adapter": {"accuracy": 0.5, "size": 4}},
+                 "de": {**task["languages"]["de"], "language_adapter": {"accuracy": 0.56, "size": 4}}}}
+    worse = xl.gap_summary(collapsed)
+    assert worse["language_adapter"]["gap_points"] < 0 and worse["best"]["configuration"] == "zero_shot"
     task["gap"] = gap
     results = {"backbone": "b", "quant": "8bit", "mode": "quick", "settings": {"k_shots": [16]}, "tasks": {"sentiment": task},
                "command": "c", "seconds_total": 1.0, "device": "cpu"}

@@ -459,7 +459,11 @@ def memory_note(run: Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------------- results
 def gap_summary(task_result: dict[str, Any], metric: str = "accuracy") -> dict[str, Any]:
-    """EN score − mean target score, per zero-shot configuration (points), and the best configuration."""
+    """EN score − mean target score, per zero-shot configuration (points), and the best configuration.
+
+    The best configuration is the one that transfers best — the highest mean target-language score — not the
+    smallest gap: a configuration whose English score collapses has a small (even negative) gap and is no good.
+    """
     langs = [lang for lang in task_result["languages"] if lang != SOURCE_LANGUAGE]
     en = task_result["languages"][SOURCE_LANGUAGE]
     out: dict[str, Any] = {}
@@ -471,7 +475,7 @@ def gap_summary(task_result: dict[str, Any], metric: str = "accuracy") -> dict[s
         out[config] = {"en": en[en_key][metric], "target_mean": mean,
                        "gap_points": round(100 * (en[en_key][metric] - mean), 2)}
     if out:
-        best = min(out, key=lambda c: out[c]["gap_points"])
+        best = max(out, key=lambda c: (out[c]["target_mean"], -out[c]["gap_points"]))
         out["best"] = {"configuration": best, **out[best]}
     return out
 
