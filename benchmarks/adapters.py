@@ -37,6 +37,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from skewtune.utils.stats import library_versions
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 ADAPTERS = ("lora", "dora", "rslora", "prefix", "ia3", "prompt")
@@ -112,18 +114,6 @@ def run_config(settings: dict[str, Any]) -> dict[str, Any]:
     row["prepare_s"] = load_s
     row["wall_s"] = time.perf_counter() - start
     return row
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "peft", "bitsandbytes", "accelerate"):
-        try:
-            out[name] = version(name)
-        except Exception:  # pragma: no cover
-            out[name] = "?"
-    return out
 
 
 def _load_average() -> list[float] | None:
@@ -233,7 +223,7 @@ def _write(args: argparse.Namespace, settings: dict[str, Any], adapters: list[st
         "adapters": adapters,
         "modes": {m: {"quant": MODES[m][0], "quantize_embeddings": MODES[m][1]} for m in modes},
         "learning_rates": LEARNING_RATES,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), **_versions(),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), **library_versions(),
                     "load_average_at_start": args.load_at_start, "load_average_now": _load_average()},
         "import_floor_mb": floor,
         "fp32_backbone_bytes": fp32_bytes,

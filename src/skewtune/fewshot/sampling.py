@@ -9,7 +9,6 @@ the same seed. The draw never looks at the method, so every method of a seed tra
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from skewtune.errors import ConfigError, DataError
+from skewtune.utils.stats import mean_std  # noqa: F401  (re-exported: runner, benchmarks)
 
 DISTRIBUTIONS = ("per_class", "natural")
 MAX_SEEDS = 1000
@@ -150,12 +150,3 @@ def sample_subset(size: int, limit: int | None, seed: int = 0) -> list[int]:
     return sorted(rng.choice(size, size=limit, replace=False).tolist())
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    vals = [float(v) for v in values]
-    if not vals:
-        return math.nan, math.nan
-    mean = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
