@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     epoch = os.environ.setdefault("SOURCE_DATE_EPOCH", DEFAULT_EPOCH)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from skewtune.hub import ls, push
+    from skewtune.utils.io import usual_permissions
 
     hub_dir = Path(args.hub).resolve()
     work = Path(args.work).resolve()
@@ -278,9 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         staging.rename(hub_dir)
         shutil.rmtree(old, ignore_errors=True)
     (hub_dir / ".index.lock").unlink(missing_ok=True)
-    # mkdtemp/mkstemp make 0700/0600 entries: give the committed hub the usual permissions
-    for path in [hub_dir, *hub_dir.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    usual_permissions(hub_dir)  # the hub's staging folders come from mkdtemp (0700)
     total = sum(p.stat().st_size for p in hub_dir.rglob("*") if p.is_file())
     for row in ls(str(hub_dir)):
         print(f"{row['ref']}: {row.get('size_bytes', 0) / 1e6:.2f} MB, metrics {row.get('metrics')}")
