@@ -370,6 +370,7 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
 
         from skewtune.training import TrainConfig, prepare, train
         from skewtune.training.loop import predict_logits
+        from skewtune.training.pipeline import training_class_counts
 
         logging.getLogger("skewtune").setLevel(logging.WARNING)
         with tempfile.TemporaryDirectory(prefix="skewtune-imbalance-") as tmp, contextlib.redirect_stderr(chatter):
@@ -395,7 +396,7 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
         "test_logits": logits["test"].to(torch.float32).tolist(),
         "test_labels": list(run.tokenized["test"].labels),
         "labels": list(run.splits.labels),
-        "class_counts": run.splits.class_counts(),
+        "class_counts": training_class_counts(run),  # after a sampler's resampling, as the pipeline uses them
         "train_size": len(run.tokenized["train"]),
         "augmented_rows": int(run.splits.info.get("augmented_rows", 0) or 0),
         "train_steps": run.metrics.get("train_steps"),

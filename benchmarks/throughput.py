@@ -6,7 +6,12 @@ Configurations, same backbone (MiniLM), same tweets, same batch size, same numbe
   (b) plain PEFT LoRA (r=8, query/value) + ``Trainer`` + ``DataCollatorWithPadding``
   (c) skewtune default: 8-bit backbone, LoRA, length-grouped dynamic padding, its Accelerate loop
   (d) skewtune fp32 LoRA (same loop)
-  (e) skewtune inference: ``predict`` with the adapter merged vs unmerged (fp32)
+  (e) skewtune inference: ``predict`` with the adapter merged into fp32 weights vs unmerged (fp32, and ``_8bit``:
+      the default adapter predicted as trained, on int8 layers), in batches of 128 and one request at a time
+      (``_b1``, where LoRA's extra small matmuls weigh most)
+
+After its timed steps, each LoRA training configuration (b)-(d) is scored on the same 1,000 test tweets (macro-F1):
+the same rows, steps and batch size for all three, so the throughput ratio is at equal training.
 
 Reported: samples/s, non-padding tokens/s, ratio to (b), peak RSS (each configuration in its own subprocess),
 backbone bytes, and MFU = model FLOPs needed for the non-padding tokens processed per second ÷ the fp32 GEMM
@@ -75,6 +80,29 @@ def _texts(n: int, seed: int):
     return splits.train_texts[:n], splits.ids("train")[:n]
 
 
+EVAL_ROWS = 1000
+
+
+def _test_rows(seed: int = 42):
+    from skewtune.data import load_dataset_splits
+
+    splits = load_dataset_splits("tweets", seed=seed)
+    return splits.test_texts[:EVAL_ROWS], splits.ids("test")[:EVAL_ROWS]
+
+
+def _macro_f1(model, tokenizer) -> float:
+    """Macro-F1 of ``model`` on the fixed test rows (dynamic padding, inference mode)."""
+    from sklearn.metrics import f1_score
+
+    from skewtune.data.batching import PaddingCollator, tokenize_split
+    from skewtune.training.loop import predict_logits
+
+    texts, labels = _test_rows()
+    split = tokenize_split(tokenizer, texts, labels, 128, "test")
+    logits = predict_logits(model, split, PaddingCollator(tokenizer.pad_token_id), 128, next(model.parameters()).device)
+    return float(f1_score(labels, logits.argmax(-1).tolist(), average="macro"))
+
+
 def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
     """One configuration, in this (fresh) process."""
     import torch
@@ -130,6 +158,8 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         result.update(train=True, full_ft=name.startswith("a_"), seconds=seconds, samples=samples,
                       tokens=mean_tokens * samples, mean_len=mean_tokens,
                       padded_len=512 if padding else None)
+        if name == "b_peft_trainer":
+            result["macro_f1"] = _macro_f1(model, tokenizer)
         backbone = model.get_base_model() if hasattr(model, "get_base_model") else model
     elif name in ("c_skewtune_8bit", "d_skewtune_fp32"):
         import tempfile
@@ -170,6 +200,7 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         samples = sum(len(b) for b in timed)
         result.update(train=True, full_ft=False, seconds=seconds, samples=samples, tokens=tokens,
                       mean_len=tokens / samples)
+        result["macro_f1"] = _macro_f1(run.accelerator.unwrap_model(model), run.tokenizer)
         backbone = run.accelerator.unwrap_model(model).get_base_model()
     else:  # e_predict_merged / e_predict_unmerged
         import tempfile
@@ -179,13 +210,16 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         from skewtune.training.loop import predict_logits
 
         out = Path(tempfile.mkdtemp()) / "run"
-        cfg = TrainConfig(dataset="tweets", quant="none", target_modules="attention", max_train_samples=64,
+        # an adapter of the default 8-bit training (``_8bit``: predicted as trained, int8 layers) or of fp32 training
+        quant = "8bit" if "_8bit" in name else "none"
+        cfg = TrainConfig(dataset="tweets", quant=quant, target_modules="attention", max_train_samples=64,
                           output_dir=str(out), baselines=False, report_plots=False)
         run = prepare(cfg, recipe="bench")
         run.metrics.update(eval_accuracy=0.0, eval_macro_f1=0.0)
         save_outputs(run)
-        clf = skewtune.load_adapter(out / "adapter", quant="none", merge=name.endswith("_merged"))
-        n_pred = batch * steps
+        clf = skewtune.load_adapter(out / "adapter", quant=None if quant == "8bit" else "none", merge="_merged" in name)
+        per_call = 1 if name.endswith("_b1") else 128
+        n_pred = batch * steps if per_call > 1 else 4 * steps
         texts_pred = texts[:n_pred] if len(texts) >= n_pred else (texts * (n_pred // len(texts) + 1))[:n_pred]
         clf.logits(texts_pred[:256])  # warm-up
         from skewtune.data.batching import PaddingCollator, tokenize_split
@@ -193,8 +227,9 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         split = tokenize_split(clf.tokenizer, texts_pred, None, 128)
         collator = PaddingCollator(clf.tokenizer.pad_token_id)
         start = time.perf_counter()
-        predict_logits(clf.model, split, collator, 128, clf.device)
+        predict_logits(clf.model, split, collator, per_call, clf.device)
         seconds = time.perf_counter() - start
+        result["predict_batch_size"] = per_call
         tokens = sum(split.lengths)
         result.update(train=False, full_ft=False, seconds=seconds, samples=len(texts_pred), tokens=tokens,
                       mean_len=tokens / len(texts_pred))
@@ -212,7 +247,8 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
 
 
 CONFIGS = ["a_article_full_ft", "b_peft_trainer", "c_skewtune_8bit", "d_skewtune_fp32",
-           "e_predict_unmerged", "e_predict_merged"]
+           "e_predict_unmerged", "e_predict_unmerged_8bit", "e_predict_merged", "e_predict_unmerged_b1",
+           "e_predict_unmerged_8bit_b1", "e_predict_merged_b1"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,17 +299,32 @@ def main(argv: list[str] | None = None) -> int:
         summary["c_over_b"] = by["c_skewtune_8bit"]["samples_per_s"] / ref["samples_per_s"]
     if "e_predict_merged" in by and "e_predict_unmerged" in by:
         summary["merged_over_unmerged"] = by["e_predict_merged"]["samples_per_s"] / by["e_predict_unmerged"]["samples_per_s"]
+    for suffix in ("_8bit", "_b1", "_8bit_b1"):
+        merged = by.get("e_predict_merged" + suffix.replace("_8bit", ""))
+        unmerged = by.get("e_predict_unmerged" + suffix)
+        if merged and unmerged:
+            summary["merged_over_unmerged" + suffix] = merged["samples_per_s"] / unmerged["samples_per_s"]
+    if "c_skewtune_8bit" in by and ref and "macro_f1" in ref:
+        summary["macro_f1_c_minus_b"] = by["c_skewtune_8bit"]["macro_f1"] - ref["macro_f1"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO / "src"))
     from skewtune.utils.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(RESULTS / "throughput.json", summary)
-    lines = ["| config | samples/s | tokens/s | × (b) | MFU | peak RSS MB | backbone MB |", "|---|---|---|---|---|---|---|"]
+    lines = ["| config | samples/s | tokens/s | × (b) | MFU | macro-F1 | peak RSS MB | backbone MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = f"{r['ratio_to_b']:.2f}" if r["ratio_to_b"] else "–"
+        f1 = f"{r['macro_f1']:.3f}" if "macro_f1" in r else "–"
         lines.append(f"| {r['config']} | {r['samples_per_s']:.1f} | {r['tokens_per_s']:.0f} | {ratio} | "
-                     f"{r['mfu']:.2f} | {r['peak_rss_mb']:.0f} | {r['backbone_bytes'] / 1e6:.1f} |")
-    lines.append(f"\nfp32 GEMM peak measured in the same run: {peak:.0f} GFLOP/s ({os.cpu_count()} cores).")
+                     f"{r['mfu']:.2f} | {f1} | {r['peak_rss_mb']:.0f} | {r['backbone_bytes'] / 1e6:.1f} |")
+    lines.append(f"\nfp32 GEMM peak measured in the same run: {peak:.0f} GFLOP/s ({os.cpu_count()} cores); "
+                 f"macro-F1 on the same {EVAL_ROWS} test tweets after the same training steps; "
+                 f"`_b1`: predict one text per call.")
+    for key in ("c_over_a", "c_over_b", "merged_over_unmerged", "merged_over_unmerged_8bit", "merged_over_unmerged_b1",
+                "merged_over_unmerged_8bit_b1", "macro_f1_c_minus_b"):
+        if key in summary:
+            lines.append(f"- {key}: {summary[key]:.3f}")
     atomic_write_text(RESULTS / "throughput.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

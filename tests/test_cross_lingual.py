@@ -57,13 +57,13 @@ def language_adapter(spec, tmp_path_factory) -> tuple[Path, dict]:
     return folder, metrics
 
 
-def _task_model(spec, rank: int = 4):
+def _task_model(spec, rank: int = 4, dropout: float = 0.0):
     from skewtune.adapters import AdapterSettings, build_adapter
     from skewtune.backbones import load_backbone
 
     torch.manual_seed(0)
     model = load_backbone(spec, task="seq_cls", num_labels=2, quant="none")
-    return build_adapter(model, "lora", AdapterSettings(rank=rank, target_modules="attention", dropout=0.0,
+    return build_adapter(model, "lora", AdapterSettings(rank=rank, target_modules="attention", dropout=dropout,
                                                         modules_to_save=["classifier", "pooler"]))
 
 
@@ -186,6 +186,34 @@ def test_task_adapter_trains_over_frozen_language_adapter(language_adapter, spec
     assert all(torch.equal(params[n], v) for n, v in before.items())
     with pytest.raises(AdapterError, match="already loaded"):
         attach_language_adapter(model, folder, "lang_de")
+
+
+def _train_task_over(spec, folder, names: list[str], steps: int = 6) -> dict[str, torch.Tensor]:
+    """Attach ``names`` (copies of one language adapter), train the task LoRA over the first; its weights."""
+    model = _task_model(spec, dropout=0.3)  # dropout draws from the global RNG at every step
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    for name in names:
+        attach_language_adapter(model, folder, name)
+    assert torch.equal(torch.get_rng_state(), state), "attaching a language adapter advanced the torch RNG"
+    activate(model, "default", names[0])
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    ids = torch.tensor([[101, 2023, 3185, 102], [101, 2307, 2003, 102]])
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(input_ids=ids).logits, torch.tensor([0, 1]))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_training_is_the_same_with_one_or_several_language_adapters(language_adapter, spec) -> None:
+    """Loading more (inactive) languages must not change the training run: same weights bit for bit."""
+    folder, _ = language_adapter
+    one = _train_task_over(spec, folder, ["lang_de"])
+    several = _train_task_over(spec, folder, ["lang_de", "lang_fr", "lang_nl"])
+    assert one.keys() == several.keys() and all(torch.equal(one[n], several[n]) for n in one)
 
 
 def test_not_a_language_adapter(tmp_path, spec, language_adapter) -> None:

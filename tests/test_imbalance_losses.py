@@ -116,17 +116,19 @@ def test_ldam_margins_and_drw(batch) -> None:
     shifted[np.arange(len(y)), y] -= delta[y]
     plain = _nll(s * shifted, y)
     w = _norm((1 - 0.9999) / (1 - 0.9999**n))
-    loss = build_loss("ldam", COUNTS, max_m=0.5, s=s, drw_epoch=2)
+    loss = build_loss("ldam", COUNTS, max_m=0.5, s=s, drw_start=0.5)
     assert loss.margins.numpy() == pytest.approx(delta, rel=1e-6)
-    loss.set_epoch(1)
+    loss.set_progress(0.49)
     assert not loss.reweighting
     assert loss(*batch).item() == pytest.approx(plain.mean(), rel=1e-5)
-    loss.set_epoch(2)
+    loss.set_progress(0.5)
     assert loss.reweighting
     assert loss(*batch).item() == pytest.approx((w[y] * plain).mean(), rel=1e-5)
-    never = build_loss("ldam", COUNTS, s=s, drw_epoch=None)
-    never.set_epoch(100)
+    never = build_loss("ldam", COUNTS, s=s, drw_start=None)
+    never.set_progress(1.0)
     assert not never.reweighting
+    with pytest.raises(ConfigError, match="drw_start"):
+        build_loss("ldam", COUNTS, drw_start=1.5)
 
 
 def test_logit_adjusted(batch) -> None:

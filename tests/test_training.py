@@ -121,6 +121,8 @@ def test_labels_as_integers_and_tsv(tiny_bert: Path, tmp_path: Path) -> None:
     ("--loss", "focal", "--sampler", "class_balanced"),
     ("--loss", "ldam", "--sampler", "random_over", "--post_hoc", "bias_tuning"),
     ("--augment", "eda", "--augment_ratio", "1.0", "--loss", "weighted_ce"),
+    ("--loss", "logit_adjusted", "--loss_options", "tau=0.5", "--post_hoc", "logit_adjustment",
+     "--post_hoc_options", "tau=auto"),
 ])
 def test_imbalance_flags_compose(tiny_bert: Path, tmp_path: Path, flags: tuple[str, ...]) -> None:
     texts, labels = make_texts(200, seed=7)
@@ -132,7 +134,11 @@ def test_imbalance_flags_compose(tiny_bert: Path, tmp_path: Path, flags: tuple[s
     metrics = json.loads((out / "metrics.json").read_text())
     manifest = json.loads((out / "adapter" / "skewtune.json").read_text())
     assert manifest["imbalance"]["loss"] == flags[flags.index("--loss") + 1]
-    if "--post_hoc" in flags:
+    if "--loss_options" in flags:
+        assert manifest["imbalance"]["loss_options"] == {"tau": 0.5}
+    if "--post_hoc_options" in flags:  # tau chosen on the validation grid, recorded with the rule
+        assert metrics["post_hoc"]["rule"] == "logit_adjustment" and 0.0 <= metrics["post_hoc"]["tau"] <= 2.0
+    elif "--post_hoc" in flags:
         assert manifest["decision"]["logit_bias"] and metrics["post_hoc"]["rule"] == "bias_tuning"
         import skewtune
 

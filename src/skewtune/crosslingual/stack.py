@@ -32,6 +32,7 @@ def _peft(model: Any) -> Any:
 
 def attach_language_adapter(model: Any, folder: str | Path, name: str, *, verify: bool = True) -> str:
     """Load the LoRA language adapter in ``folder`` into ``model`` as adapter ``name`` (frozen, inactive)."""
+    import torch
     from peft import LoraConfig, PeftModel
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -53,7 +54,11 @@ def attach_language_adapter(model: Any, folder: str | Path, name: str, *, verify
     config.inference_mode = True
     config.modules_to_save = None
     try:
-        PeftModel.add_adapter(peft_model, name, config)
+        # add_adapter initialises the new LoRA weights randomly (then overwritten by the file) and so advanced the
+        # global torch RNG: every extra adapter shifted the task adapter's dropout masks and data order, i.e.
+        # loading N languages silently changed the training seed. fork_rng keeps the caller's RNG untouched.
+        with torch.random.fork_rng(devices=[]):
+            PeftModel.add_adapter(peft_model, name, config)
         weights = load_file(str(folder / "adapter_model.safetensors"))
         result = set_peft_model_state_dict(peft_model, weights, adapter_name=name)
     except (ValueError, RuntimeError, KeyError) as exc:

@@ -37,6 +37,8 @@ def classification_report(predictions: list[int], references: list[int], id2labe
         "accuracy": result["accuracy"],
         "macro_f1": result["macro_f1"],
         "weighted_f1": result["weighted_f1"],
+        "balanced_accuracy": result["balanced_accuracy"],
+        "balanced_macro_f1": result["balanced_macro_f1"],
         "per_class_f1": dict(zip(names, result["per_class_f1"])),
         "per_class_precision": dict(zip(names, result["per_class_precision"])),
         "per_class_recall": dict(zip(names, result["per_class_recall"])),

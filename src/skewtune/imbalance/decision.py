@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from skewtune.errors import ConfigError, DataError
-from skewtune.utils.registry import Registry
+from skewtune.utils.registry import Registry, check_keywords
 
 POST_HOC: Registry[Callable[..., dict[str, Any]]] = Registry("post-hoc rule")
 
@@ -167,6 +167,7 @@ def fit_post_hoc(name: str, logits: Any, labels: Any, *, class_counts: Sequence[
                  **kw: Any) -> dict[str, Any]:
     """Fit rule ``name`` from :data:`POST_HOC` on validation ``logits [N, C]`` and ``labels [N]``."""
     fit = POST_HOC.get(name)
+    check_keywords("post-hoc rule", name, fit, kw, skip=("logits", "labels", "class_counts"))
     return fit(logits, labels, class_counts=class_counts, **kw)
 
 

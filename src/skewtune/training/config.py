@@ -55,11 +55,13 @@ class TrainConfig:
     seed: int = 42
     # imbalance (skewtune.imbalance registries)
     loss: str = "ce"  # ce | weighted_ce | sqrt_weighted_ce | focal | class_balanced | ldam | logit_adjusted | dice | label_smoothing
+    loss_options: str | None = None  # keywords of the loss, e.g. "gamma=2" (focal), "drw_start=0.8,max_m=0.3" (ldam)
     sampler: str | None = None  # row resamplers (random_over, random_under, tomek, …) or class_balanced | sqrt_frequency
     sampler_ratio: float | None = None  # minority/majority size after row resampling, in (0, 1]
     augment: str | None = None  # eda | synonym_replacement | random_insertion | random_swap | random_deletion
     augment_ratio: float = 0.5  # augment minority classes up to this fraction of the largest class
     post_hoc: str | None = None  # logit_adjustment | bias_tuning (fitted on validation, applied by predict)
+    post_hoc_options: str | None = None  # keywords of the rule, e.g. "tau=auto" or "tau=0.5" (logit_adjustment)
     # outputs and runtime
     output_dir: str | None = None  # default outputs/<recipe>/<timestamp>
     overwrite_output_dir: bool = False

@@ -155,8 +155,6 @@ def fit(
             state.epoch = epoch
             # Accelerate's DataLoaderShard re-seeds its batch sampler with its own iteration count on __iter__;
             # pin it to the epoch so a resumed run (fresh loader, count 0) draws the same batches.
-            if hasattr(loss_fn, "set_epoch"):  # LDAM's deferred re-weighting
-                loss_fn.set_epoch(epoch)
             for target in (batch_sampler, train_loader):
                 if hasattr(target, "set_epoch"):
                     target.set_epoch(epoch)
@@ -171,6 +169,8 @@ def fit(
             state.batches_in_epoch = skip_batches
             for batch in loader:
                 state.batches_in_epoch += 1
+                if hasattr(loss_fn, "set_progress"):  # LDAM's deferred re-weighting
+                    loss_fn.set_progress(state.global_step / total)
                 with accelerator.accumulate(model):
                     logits = logits_of(model, batch)
                     loss = loss_fn(logits, batch["labels"])

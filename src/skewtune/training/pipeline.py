@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from skewtune.errors import OutputError
+from skewtune.errors import ConfigError, OutputError
 from skewtune.training.config import TrainConfig
 from skewtune.training.loop import (
     FitState,
@@ -31,6 +31,7 @@ from skewtune.training.loop import (
     predict_logits,
     resolve_mixed_precision,
 )
+from skewtune.utils.registry import parse_options
 
 logger = logging.getLogger("skewtune")
 
@@ -241,8 +242,6 @@ def top_layers(config: Any, count: int | None) -> list[int] | None:
         return None
     total = int(getattr(config, "num_hidden_layers", 0) or 0)
     if count < 1 or total and count > total:
-        from skewtune.errors import ConfigError
-
         raise ConfigError(f"--lora_layers {count} is outside 1..{total}", f"pass a number of layers from 1 to {total}")
     return list(range(total - count, total)) if total else None
 
@@ -257,8 +256,6 @@ def check_max_length(max_length: int, config: Any, backbone: str) -> None:
     limit = getattr(config, "max_position_embeddings", None)
     if offset is None or not isinstance(limit, int) or max_length <= limit - offset:
         return
-    from skewtune.errors import ConfigError
-
     raise ConfigError(f"--max_length {max_length} exceeds the {limit - offset} positions of backbone '{backbone}'",
                       f"pass --max_length {limit - offset} or less")
 
@@ -271,14 +268,23 @@ def check_imbalance_names(cfg: TrainConfig) -> None:
     if cfg.sampler:
         SAMPLERS.get(cfg.sampler)
         if cfg.sampler in ("smote", "adasyn", "borderline_smote"):
-            from skewtune.errors import ConfigError
-
-            raise ConfigError(f"--sampler {cfg.sampler} interpolates sentence embeddings, not texts",
+                raise ConfigError(f"--sampler {cfg.sampler} interpolates sentence embeddings, not texts",
                               "use it on embeddings (skewtune.imbalance.EmbeddingSMOTE) or pick a text sampler")
     if cfg.augment:
         AUGMENTERS.get(cfg.augment)
     if cfg.post_hoc:
         POST_HOC.get(cfg.post_hoc)
+    # options: fail before the backbone loads (unknown keywords and out-of-range values, on a tiny stand-in)
+    from skewtune.imbalance import build_loss as build_imbalance_loss
+    from skewtune.imbalance import fit_post_hoc
+
+    if cfg.loss_options:
+        build_imbalance_loss(cfg.loss, [2, 1], **parse_options(cfg.loss_options, "--loss_options"))
+    if cfg.post_hoc_options:
+        if not cfg.post_hoc:
+            raise ConfigError("--post_hoc_options needs --post_hoc", "add e.g. --post_hoc logit_adjustment")
+        fit_post_hoc(cfg.post_hoc, [[0.0, 1.0], [1.0, 0.0]], [1, 0], class_counts=[2, 1],
+                     **parse_options(cfg.post_hoc_options, "--post_hoc_options"))
 
 
 def augment_training_split(splits: Any, cfg: TrainConfig) -> None:
@@ -321,8 +327,23 @@ def fit_decision_rule(run: Run) -> None:
     logits = predict_logits(run.accelerator.unwrap_model(run.model), run.tokenized["validation"], run.collator,
                             run.cfg.per_device_eval_batch_size, run.accelerator.device, accelerator=run.accelerator)
     run.decision = fit_post_hoc(run.cfg.post_hoc, logits, run.tokenized["validation"].labels,
-                                class_counts=run.splits.class_counts())
+                                class_counts=training_class_counts(run),
+                                **parse_options(run.cfg.post_hoc_options, "--post_hoc_options"))
     run.metrics["post_hoc"] = run.decision
+
+
+def training_class_counts(run: Run) -> list[int]:
+    """Rows per label id *as the model sees them*: after ``--sampler`` resampling (epoch 0's draw), so that
+    prior-based losses and post-hoc rules do not correct a skew the sampler already removed."""
+    counts = run.splits.class_counts()
+    indices = resampled_indices(run, 0)
+    if indices is None:
+        return counts
+    labels = run.tokenized["train"].labels
+    seen = [0] * len(counts)
+    for i in indices:
+        seen[labels[i]] += 1
+    return seen
 
 
 def build_loss(run: Run):
@@ -331,11 +352,11 @@ def build_loss(run: Run):
         from skewtune.training.token import TokenCrossEntropy
 
         return TokenCrossEntropy()
-    if run.cfg.loss == "ce":
+    if run.cfg.loss == "ce" and not run.cfg.loss_options:
         return torch.nn.CrossEntropyLoss()
     from skewtune.imbalance.losses import build_loss as _build
 
-    return _build(run.cfg.loss, run.splits.class_counts())
+    return _build(run.cfg.loss, training_class_counts(run), **parse_options(run.cfg.loss_options, "--loss_options"))
 
 
 def trainable_parameters(model: Any) -> list[torch.nn.Parameter]:
@@ -465,6 +486,8 @@ def finish_metrics(run: Run) -> dict[str, Any]:
         "eval_accuracy": test["accuracy"],
         "eval_macro_f1": test["macro_f1"],
         "eval_weighted_f1": test["weighted_f1"],
+        "eval_balanced_accuracy": test["balanced_accuracy"],
+        "eval_balanced_macro_f1": test["balanced_macro_f1"],
         "eval_per_class_f1": test["per_class_f1"],
         "eval_per_class_precision": test["per_class_precision"],
         "eval_per_class_recall": test["per_class_recall"],
@@ -528,7 +551,9 @@ def save_outputs(run: Run) -> Path:
         "training": {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir", "overwrite_output_dir")},
         "metrics": {k: v for k, v in run.metrics.items() if k.startswith(("eval_", "baseline_", "validation_"))
                     and not isinstance(v, dict | list)},
-        "imbalance": {"sampler": cfg.sampler, "loss": cfg.loss, "augment": cfg.augment, "post_hoc": cfg.post_hoc},
+        "imbalance": {"sampler": cfg.sampler, "loss": cfg.loss, "augment": cfg.augment, "post_hoc": cfg.post_hoc,
+                      "loss_options": parse_options(cfg.loss_options, "--loss_options"),
+                      "post_hoc_options": parse_options(cfg.post_hoc_options, "--post_hoc_options")},
         "decision": run.decision,
         "lineage": None,
     }

@@ -16,7 +16,9 @@ Args:
     num_labels: number of classes (so absent classes still get a row).
 Returns:
     accuracy, macro_f1, weighted_f1, per_class_precision, per_class_recall, per_class_f1 (lists by class id),
-    confusion_matrix (rows = gold, columns = predicted).
+    confusion_matrix (rows = gold, columns = predicted), balanced_accuracy (mean per-class recall) and
+    balanced_macro_f1: macro-F1 with every row weighted 1/n_(its gold class), i.e. the expected macro-F1 on a test
+    set with the same per-class behaviour but equal class sizes (how a long-tail benchmark scores, on any split).
 """
 
 
@@ -44,4 +46,14 @@ class SkewtuneClassification(evaluate.Metric):
             "per_class_f1": [float(x) for x in f1],
             "support": [int(x) for x in support],
             "confusion_matrix": confusion_matrix(references, predictions, labels=labels).tolist(),
+            "balanced_accuracy": float(sum(r for r, n in zip(recall, support) if n) / max(1, sum(1 for n in support if n))),
+            "balanced_macro_f1": float(f1_score(references, predictions, labels=labels, average="macro",
+                                                zero_division=0, sample_weight=_balancing_weights(references))),
         }
+
+
+def _balancing_weights(references):
+    counts = {}
+    for y in references:
+        counts[y] = counts.get(y, 0) + 1
+    return [1.0 / counts[y] for y in references]
