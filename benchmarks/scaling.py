@@ -1,6 +1,7 @@
 """How training time grows with dataset size and sequence length, and 1 vs 2 processes (issue: performance).
 
-Three measurements of the skewtune default (8-bit MiniLM, LoRA r=8 on attention, batch 32), in one run:
+Three measurements of the main recipe's settings (``recipes/configs/lora_sentiment.yaml``: 8-bit MiniLM, LoRA r=8 on
+attention, batch 32; without resampling, so N rows are N training rows), in one run:
 
   size     ``skewtune train`` for one epoch on N ∈ {250, 500, 1000, 2000} tweets (``--quick``: 250, 500, 1000);
            reported: the training loop's wall time (``train_runtime_s``) and samples/s — time should grow
@@ -30,7 +31,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
-TRAIN_FLAGS = ["--dataset", "tweets", "--max_eval_samples", "200", "--baselines", "false", "--report_plots", "false",
+RECIPE_CONFIG = REPO / "recipes" / "configs" / "lora_sentiment.yaml"
+# the main recipe's settings, without resampling (so N rows are N training rows), 200 test rows, one epoch
+TRAIN_FLAGS = ["--config", str(RECIPE_CONFIG), "--sampler", "none", "--dataset", "tweets", "--max_eval_samples", "200", "--baselines", "false", "--report_plots", "false",
                "--eval_every_epoch", "false", "--num_train_epochs", "1", "--overwrite_output_dir", "true"]
 
 
@@ -62,10 +65,13 @@ def _lengths(lengths: list[int], batch: int, repeats: int) -> list[dict]:
 
     sys.path.insert(0, str(REPO / "src"))
     from skewtune.training import TrainConfig, prepare
+    from skewtune.training.config import load_yaml
     from skewtune.training.loop import configure_threads, logits_of
 
-    cfg = TrainConfig(dataset="tweets", max_train_samples=512, max_eval_samples=64, baselines=False,
-                      report_plots=False, output_dir=tempfile.mkdtemp(), overwrite_output_dir=True)
+    recipe = {**load_yaml(RECIPE_CONFIG), "sampler": None, "max_length": max(lengths)}
+    cfg = TrainConfig(**{**recipe, "dataset": "tweets", "max_train_samples": 512, "max_eval_samples": 64,
+                         "baselines": False, "report_plots": False, "output_dir": tempfile.mkdtemp(),
+                         "overwrite_output_dir": True})
     run = prepare(cfg, recipe="bench")
     configure_threads(run.accelerator)
     model = run.model

@@ -4,8 +4,9 @@ Configurations, same backbone (MiniLM), same tweets, same batch size, same numbe
 
   (a) the seed article's recipe: transformers ``Trainer``, full fine-tuning, ``padding="max_length"`` (512)
   (b) plain PEFT LoRA (r=8, query/value) + ``Trainer`` + ``DataCollatorWithPadding``
-  (c) skewtune default: 8-bit backbone, LoRA, length-grouped dynamic padding, its Accelerate loop
-  (d) skewtune fp32 LoRA (same loop)
+  (c) skewtune default: the main recipe's model settings (``recipes/configs/lora_sentiment.yaml``: 8-bit backbone,
+      LoRA r=8 on attention, its dropouts), length-grouped dynamic padding, its Accelerate loop
+  (d) skewtune fp32 LoRA (same settings and loop, fp32 backbone)
   (e) skewtune inference: ``predict`` with the adapter merged into fp32 weights vs unmerged (fp32, and ``_8bit``:
       the default adapter predicted as trained, on int8 layers), in batches of 128 and one request at a time
       (``_b1``, where LoRA's extra small matmuls weigh most)
@@ -169,12 +170,19 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
 
         from skewtune.data import LengthGroupedBatchSampler
         from skewtune.training import TrainConfig, prepare
+        from skewtune.training.config import load_yaml
         from skewtune.training.loop import FitState, fit
         from skewtune.training.pipeline import build_loss
 
-        cfg = TrainConfig(dataset="tweets", quant="8bit" if "8bit" in name else "none", target_modules="attention",
-                          max_train_samples=None, output_dir=tempfile.mkdtemp(), overwrite_output_dir=True,
+        # the main recipe's model settings (adapter, rank, dropouts, quantization); rows, batch and steps as (a)/(b)
+        recipe = load_yaml(REPO / "recipes" / "configs" / "lora_sentiment.yaml")
+        model_keys = ("backbone", "adapter", "lora_r", "lora_alpha", "lora_dropout", "backbone_dropout",
+                      "target_modules", "max_length", "seed")
+        cfg = TrainConfig(**{k: recipe[k] for k in model_keys if k in recipe}, dataset="tweets",
+                          quant="8bit" if "8bit" in name else "none", max_train_samples=None,
+                          output_dir=tempfile.mkdtemp(), overwrite_output_dir=True,
                           per_device_train_batch_size=batch, baselines=False, report_plots=False)
+        result["settings"] = {k: getattr(cfg, k) for k in model_keys}
         run = prepare(cfg, recipe="bench")
         train_split = run.tokenized["train"]
         # the same rows as (a)/(b): the first n of the training split

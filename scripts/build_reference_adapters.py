@@ -43,8 +43,13 @@ RESUMED = "resumed.json"  # in a run folder: training was interrupted and resume
 DEFAULT_EPOCH = "1795824000"
 
 # Flags on top of recipes/configs/lora_sentiment.yaml (minilm, 8bit, lora r=8 alpha=16 dropout 0.1 on the
-# attention projections, lr 1e-3 linear with 6% warmup, batch 32, max_length 128, seed 42, plain CE).
+# attention projections, lr 1e-3 linear with 6% warmup, batch 32, max_length 128, seed 42, plain CE). The v1
+# adapters were built before the recipe's defaults became `sampler: random_over` and no dropout; these three flags
+# keep them reproducible.
 COMMON = {
+    "sampler": "none",
+    "lora_dropout": 0.1,
+    "backbone_dropout": "none",
     "backbone": "minilm",
     "quant": "8bit",
     "adapter": "lora",

@@ -40,3 +40,18 @@ def test_priors_follow_the_sampler() -> None:
     assert under == [3, 3, 3]
     balanced = training_class_counts(_run("class_balanced"))  # one epoch's class-balanced draw
     assert sum(balanced) == 39 and max(balanced) - min(balanced) <= 0.5 * max(balanced)
+
+
+def test_none_on_the_command_line_switches_an_optional_default_off(tmp_path) -> None:
+    import argparse
+
+    from skewtune.training.config import add_config_arguments, config_from_args
+
+    defaults = tmp_path / "d.yaml"
+    defaults.write_text("sampler: random_over\nmax_steps: 5\n")
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    off = config_from_args(parser.parse_args(["--sampler", "none", "--max_steps", "None"]), defaults_file=defaults)
+    assert off.sampler is None and off.max_steps is None
+    kept = config_from_args(parser.parse_args([]), defaults_file=defaults)
+    assert kept.sampler == "random_over" and kept.max_steps == 5

@@ -36,6 +36,7 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.1
+    backbone_dropout: float | None = None  # every dropout of the frozen backbone + head; None keeps its own (BERT 0.1)
     target_modules: str | None = None  # comma list, "attention", "all" (default: all linear layers)
     num_virtual_tokens: int = 16
     lora_layers: int | None = None  # adapt only the top N transformer layers (no backward below them: faster)
@@ -117,6 +118,9 @@ class TrainConfig:
 
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}", "pass e.g. 0.1")
+        if self.backbone_dropout is not None and not 0 <= self.backbone_dropout < 1:
+            raise ConfigError(f"--backbone_dropout must be in [0, 1), got {self.backbone_dropout}",
+                              "pass e.g. 0 (no dropout in the frozen backbone) or none (keep its own)")
         if not (self.lora_alpha > 0 and math.isfinite(self.lora_alpha)):
             raise ConfigError(f"--lora_alpha must be a positive number, got {self.lora_alpha}", "pass e.g. 16")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
@@ -169,6 +173,21 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got '{text}'")
 
 
+class _NoneGiven:
+    """``--flag none`` on the command line (argparse's own ``None`` means "not given")."""
+
+
+NONE_GIVEN = _NoneGiven()
+
+
+def _or_none(parse: Any) -> Any:
+    def parse_or_none(text: str) -> Any:
+        return NONE_GIVEN if text.strip().lower() in ("none", "null") else parse(text)
+
+    parse_or_none.__name__ = getattr(parse, "__name__", "value")  # argparse names the type in its errors
+    return parse_or_none
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type = TrainConfig) -> None:
     """One ``--flag`` per config field (defaults left unset so YAML values are not overridden)."""
     parser.add_argument("--config", help="YAML file setting any of the flags below")
@@ -180,8 +199,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type = Tra
             parser.add_argument(flag, nargs="?", const=True, type=_bool, default=None,
                                 help=f"(default: {field.default})")
         else:
-            parser.add_argument(flag, type=kind if kind in (int, float) else str, default=None,
-                                help=f"(default: {field.default})")
+            parse = kind if kind in (int, float) else str
+            if type(None) in typing.get_args(hints[field.name]):  # optional: `--flag none` switches it off
+                parse = _or_none(parse)
+            parser.add_argument(flag, type=parse, default=None, help=f"(default: {field.default})")
 
 
 def config_from_args(args: argparse.Namespace, config_cls: type = TrainConfig, defaults_file: str | Path | None = None):
@@ -193,7 +214,7 @@ def config_from_args(args: argparse.Namespace, config_cls: type = TrainConfig, d
     for field in dataclasses.fields(config_cls):
         given = getattr(args, field.name, None)
         if given is not None:
-            values[field.name] = given
+            values[field.name] = None if given is NONE_GIVEN else given
     config = config_cls(**values)
     config.validate()
     return config

@@ -221,6 +221,10 @@ def prepare(cfg: TrainConfig, recipe: str = "train", task: str = "seq_cls", spli
     quantize_embeddings = resolve_quantize_embeddings(cfg.quant, cfg.quantize_embeddings)
     model = load_backbone(spec, task=task, num_labels=len(splits.labels), id2label=splits.id2label, quant=cfg.quant,
                           quantize_embeddings=quantize_embeddings)
+    if cfg.backbone_dropout is not None:
+        from skewtune.backbones.registry import set_backbone_dropout
+
+        set_backbone_dropout(model, cfg.backbone_dropout)
     check_max_length(cfg.max_length, model.config, spec.name)
     heads = [h.split(".")[0] for h in head_module_names(model.config.model_type, task)]
     present = {name.split(".")[-1] for name, _ in model.named_modules()}
