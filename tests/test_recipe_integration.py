@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import REPO, tiny_args
@@ -75,5 +76,12 @@ def test_two_process_cpu_ddp(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> 
     # each optimizer step consumed two shards: half the steps of a single process over the same data
     single = tmp_path / "single"
     _run([sys.executable, str(RECIPE), *tiny_args(tiny_bert, toy_csv, single, "--num_train_epochs", "6")])
-    steps_single = json.loads((single / "metrics.json").read_text())["train_steps"]
+    single_metrics = json.loads((single / "metrics.json").read_text())
+    steps_single = single_metrics["train_steps"]
     assert metrics["train_steps"] == (steps_single + 1) // 2
+    # throughput counts the samples of every process: both runs trained on 6 epochs of the same rows
+    def samples(m: dict) -> float:
+        return m["train_samples_per_second"] * m["train_runtime_s"]
+
+    assert samples(metrics) == pytest.approx(samples(single_metrics), rel=1e-6)
+    assert samples(single_metrics) == pytest.approx(6 * single_metrics["train_size"], rel=1e-6)

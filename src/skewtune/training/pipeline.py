@@ -394,17 +394,22 @@ def train(run: Run) -> FitState:
         run.metrics["learning_rate_auto"] = lr
     run.metrics["learning_rate"] = lr
     optimizer = torch.optim.AdamW(trainable_parameters(run.model), lr=lr, weight_decay=cfg.weight_decay)
+    # Units: ``loader`` is the whole epoch here; after ``prepare`` each of the N processes iterates 1/N of it, and
+    # Accelerate's scheduler wrapper steps the schedule N times per optimizer step. So the schedule counts whole-data
+    # steps, while ``max_steps`` (the flag, and fit's stopping point) counts optimizer steps of one process.
+    processes = accelerator.num_processes
     updates_per_epoch = math.ceil(len(loader) / cfg.gradient_accumulation_steps)
     num_epochs = max(1, math.ceil(cfg.num_train_epochs))
-    total_steps = cfg.max_steps or max(1, int(updates_per_epoch * cfg.num_train_epochs))
-    if cfg.max_steps is None and cfg.num_train_epochs != num_epochs:
-        cfg_max_steps = total_steps
-    else:
-        cfg_max_steps = cfg.max_steps
+    total_steps = cfg.max_steps * processes if cfg.max_steps else max(1, int(updates_per_epoch * cfg.num_train_epochs))
     scheduler_name = {"constant": "constant_with_warmup"}.get(cfg.lr_scheduler_type, cfg.lr_scheduler_type)
     scheduler = get_scheduler(scheduler_name, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(run.model, optimizer, loader, scheduler)
+    local_updates_per_epoch = math.ceil(len(loader) / cfg.gradient_accumulation_steps)  # this process's share
+    if cfg.max_steps is None and cfg.num_train_epochs != num_epochs:
+        cfg_max_steps = max(1, int(local_updates_per_epoch * cfg.num_train_epochs))
+    else:
+        cfg_max_steps = cfg.max_steps
     run.model = model
     run.loss_fn = build_loss(run)
     if hasattr(run.loss_fn, "to"):
@@ -441,7 +446,7 @@ def train(run: Run) -> FitState:
             on_nan=cfg.on_nan,
         )
     run.state = state
-    samples = len(train_split) * min(cfg.num_train_epochs, state.global_step / max(updates_per_epoch, 1))
+    samples = len(train_split) * min(cfg.num_train_epochs, state.global_step / max(local_updates_per_epoch, 1))
     run.metrics["train_runtime_s"] = timer.seconds
     run.metrics["train_samples_per_second"] = samples / max(timer.seconds, 1e-9)
     run.metrics["train_steps"] = state.global_step
