@@ -272,7 +272,7 @@ def check_imbalance_names(cfg: TrainConfig) -> None:
     if cfg.sampler:
         SAMPLERS.get(cfg.sampler)
         if cfg.sampler in ("smote", "adasyn", "borderline_smote"):
-                raise ConfigError(f"--sampler {cfg.sampler} interpolates sentence embeddings, not texts",
+            raise ConfigError(f"--sampler {cfg.sampler} interpolates sentence embeddings, not texts",
                               "use it on embeddings (skewtune.imbalance.EmbeddingSMOTE) or pick a text sampler")
     if cfg.augment:
         AUGMENTERS.get(cfg.augment)
@@ -314,7 +314,7 @@ def resampled_indices(run: Run, epoch: int) -> list[int] | None:
         sampler = build_sampler(cfg.sampler, labels=labels, seed=cfg.seed, num_replicas=1, rank=0)
         sampler.set_epoch(epoch)
         return sampler.global_indices().tolist()
-    if epoch > 0 and getattr(run, "_row_indices", None) is not None:
+    if getattr(run, "_row_indices", None) is not None:  # one draw serves every epoch (and the loss's priors)
         return run._row_indices
     resampler = build_sampler(cfg.sampler, ratio=cfg.sampler_ratio, seed=cfg.seed)
     resampler.fit_resample(run.splits.train_texts, labels)
@@ -495,8 +495,6 @@ def finish_metrics(run: Run) -> dict[str, Any]:
         "eval_accuracy": test["accuracy"],
         "eval_macro_f1": test["macro_f1"],
         "eval_weighted_f1": test["weighted_f1"],
-        "eval_balanced_accuracy": test["balanced_accuracy"],
-        "eval_balanced_macro_f1": test["balanced_macro_f1"],
         "eval_per_class_f1": test["per_class_f1"],
         "eval_per_class_precision": test["per_class_precision"],
         "eval_per_class_recall": test["per_class_recall"],
@@ -520,6 +518,9 @@ def finish_metrics(run: Run) -> dict[str, Any]:
         "duplicates_removed": run.splits.info.get("duplicates_removed"),
         "empty_texts_skipped": run.splits.info.get("empty_texts_skipped", 0),
     })
+    for key in ("balanced_accuracy", "balanced_macro_f1"):  # sequence classification (the token metric has none)
+        if key in test:
+            metrics[f"eval_{key}"] = test[key]
     val_history = [h for h in run.state.history if "eval_macro_f1" in h]
     if val_history:
         metrics["validation_macro_f1"] = val_history[-1]["eval_macro_f1"]
