@@ -136,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"quick": args.quick, "cpu_count": os.cpu_count(), "size": size_rows, "length": length_rows, "ddp": ddp,
                "seconds_total": time.perf_counter() - started,
                "command": "python benchmarks/scaling.py" + (" --quick" if args.quick else "")}
-    lines = [f"# Scaling (skewtune default: 8-bit MiniLM LoRA, batch 32; `{summary['command']}`)", "",
-             "Dataset size (one epoch, `skewtune train --max_train_samples N`):", "",
+    lines = [f"# Scaling (the main recipe's settings: 8-bit MiniLM LoRA, batch 32; `{summary['command']}`)", "",
+             "Dataset size (one epoch of `skewtune train --config recipes/configs/lora_sentiment.yaml --sampler none "
+             "--max_train_samples N`):", "",
              "| rows | train s | samples/s | × rows | × time |", "| ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r['rows']} | {r['train_runtime_s']:.1f} | {r['train_samples_per_second']:.1f} | "
               f"{r['size_ratio']:.0f} | {r['time_ratio']:.2f} |" for r in size_rows]
