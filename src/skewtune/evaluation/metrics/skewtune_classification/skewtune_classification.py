@@ -6,7 +6,13 @@ Loaded with ``evaluate.load(<path to this folder>)`` so no script is fetched fro
 
 import datasets
 import evaluate
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 _DESCRIPTION = "Accuracy, macro and weighted F1, per-class precision/recall/F1 and the confusion matrix."
 _KWARGS_DESCRIPTION = """
@@ -46,7 +52,7 @@ class SkewtuneClassification(evaluate.Metric):
             "per_class_f1": [float(x) for x in f1],
             "support": [int(x) for x in support],
             "confusion_matrix": confusion_matrix(references, predictions, labels=labels).tolist(),
-            "balanced_accuracy": float(sum(r for r, n in zip(recall, support) if n) / max(1, sum(1 for n in support if n))),
+            "balanced_accuracy": float(balanced_accuracy_score(references, predictions)) if references else 0.0,
             "balanced_macro_f1": float(f1_score(references, predictions, labels=labels, average="macro",
                                                 zero_division=0, sample_weight=_balancing_weights(references))),
         }
