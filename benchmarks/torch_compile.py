@@ -1,0 +1,93 @@
+"""Does ``torch.compile`` pay for skewtune's CPU training step? (issue: performance)
+
+Trains the main recipe's LoRA settings (no dropout) on 40 timed length-grouped batches of 16 tweets, after 10
+warm-up batches, eager vs ``torch.compile(model, dynamic=True)`` (inductor), for ``--quant none`` and ``8bit``.
+Reports the warm-up seconds (compilation included) and samples/s after it. Each case runs in its own process.
+
+    python benchmarks/torch_compile.py            # about 4 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def measure(quant: str, compiled: bool) -> dict:
+    import torch
+
+    from skewtune.data import LengthGroupedBatchSampler
+    from skewtune.training import TrainConfig, prepare
+    from skewtune.training.loop import configure_threads, logits_of
+
+    cfg = TrainConfig(dataset="tweets", quant=quant, target_modules="attention", output_dir=tempfile.mkdtemp(),
+                      overwrite_output_dir=True, per_device_train_batch_size=16, baselines=False, report_plots=False,
+                      max_train_samples=2000, max_eval_samples=64, lora_dropout=0.0, backbone_dropout=0.0)
+    run = prepare(cfg, recipe="bench")
+    configure_threads(run.accelerator)
+    split = run.tokenized["train"]
+    sampler = LengthGroupedBatchSampler(split.lengths, 16, seed=0, indices=list(range(800)))
+    batches = [run.collator([split[i] for i in b]) for b in list(sampler)[:50]]
+    model = run.model
+    model.train()
+    forward = torch.compile(model, dynamic=True) if compiled else model
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(batch: dict) -> None:
+        loss = loss_fn(logits_of(forward, batch), batch["labels"])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    start = time.perf_counter()
+    for batch in batches[:10]:
+        step(batch)
+    warmup = time.perf_counter() - start
+    start = time.perf_counter()
+    for batch in batches[10:]:
+        step(batch)
+    seconds = time.perf_counter() - start
+    return {"quant": quant, "compiled": compiled, "warmup_s": warmup, "samples_per_s": 40 * 16 / seconds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs=2, metavar=("QUANT", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO / "src"))
+    if args.only:
+        print(json.dumps(measure(args.only[0], args.only[1] == "compile")))
+        return 0
+    rows = []
+    for quant in ("none", "8bit"):
+        for mode in ("eager", "compile"):
+            proc = subprocess.run([sys.executable, __file__, "--only", quant, mode], capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"{quant} {mode} failed")
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    lines = ["| backbone | mode | warm-up s (10 steps) | samples/s after | × eager |", "| --- | --- | ---: | ---: | ---: |"]
+    for row in rows:
+        eager = next(r for r in rows if r["quant"] == row["quant"] and not r["compiled"])
+        lines.append(f"| {row['quant']} | {'compile' if row['compiled'] else 'eager'} | {row['warmup_s']:.1f} | "
+                     f"{row['samples_per_s']:.1f} | {row['samples_per_s'] / eager['samples_per_s']:.2f} |")
+    from skewtune.utils.io import atomic_write_json, atomic_write_text
+
+    results = REPO / "benchmarks" / "results"
+    atomic_write_json(results / "torch_compile.json", {"rows": rows, "command": "python benchmarks/torch_compile.py"})
+    atomic_write_text(results / "torch_compile.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
