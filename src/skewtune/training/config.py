@@ -74,6 +74,18 @@ class TrainConfig:
     baselines: bool = True  # compute majority and TF-IDF+LR baselines on the same splits
     report_plots: bool = True
 
+    def loss_kwargs(self) -> dict[str, Any]:
+        """``--loss_options`` as keywords of the loss."""
+        from skewtune.utils.registry import parse_options
+
+        return parse_options(self.loss_options, "--loss_options")
+
+    def post_hoc_kwargs(self) -> dict[str, Any]:
+        """``--post_hoc_options`` as keywords of the decision rule."""
+        from skewtune.utils.registry import parse_options
+
+        return parse_options(self.post_hoc_options, "--post_hoc_options")
+
     def learning_rate_value(self) -> float | None:
         """The float learning rate, or None for ``auto``."""
         if str(self.learning_rate).lower() == "auto":

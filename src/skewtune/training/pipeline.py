@@ -31,7 +31,6 @@ from skewtune.training.loop import (
     predict_logits,
     resolve_mixed_precision,
 )
-from skewtune.utils.registry import parse_options
 
 logger = logging.getLogger("skewtune")
 
@@ -283,12 +282,12 @@ def check_imbalance_names(cfg: TrainConfig) -> None:
     from skewtune.imbalance import fit_post_hoc
 
     if cfg.loss_options:
-        build_imbalance_loss(cfg.loss, [2, 1], **parse_options(cfg.loss_options, "--loss_options"))
+        build_imbalance_loss(cfg.loss, [2, 1], **cfg.loss_kwargs())
     if cfg.post_hoc_options:
         if not cfg.post_hoc:
             raise ConfigError("--post_hoc_options needs --post_hoc", "add e.g. --post_hoc logit_adjustment")
         fit_post_hoc(cfg.post_hoc, [[0.0, 1.0], [1.0, 0.0]], [1, 0], class_counts=[2, 1],
-                     **parse_options(cfg.post_hoc_options, "--post_hoc_options"))
+                     **cfg.post_hoc_kwargs())
 
 
 def augment_training_split(splits: Any, cfg: TrainConfig) -> None:
@@ -332,7 +331,7 @@ def fit_decision_rule(run: Run) -> None:
                             run.cfg.per_device_eval_batch_size, run.accelerator.device, accelerator=run.accelerator)
     run.decision = fit_post_hoc(run.cfg.post_hoc, logits, run.tokenized["validation"].labels,
                                 class_counts=training_class_counts(run),
-                                **parse_options(run.cfg.post_hoc_options, "--post_hoc_options"))
+                                **run.cfg.post_hoc_kwargs())
     run.metrics["post_hoc"] = run.decision
 
 
@@ -343,11 +342,10 @@ def training_class_counts(run: Run) -> list[int]:
     indices = resampled_indices(run, 0)
     if indices is None:
         return counts
-    labels = run.tokenized["train"].labels
-    seen = [0] * len(counts)
-    for i in indices:
-        seen[labels[i]] += 1
-    return seen
+    import numpy as np
+
+    labels = np.asarray(run.tokenized["train"].labels)
+    return np.bincount(labels[np.asarray(indices)], minlength=len(counts)).tolist()
 
 
 def build_loss(run: Run):
@@ -360,7 +358,7 @@ def build_loss(run: Run):
         return torch.nn.CrossEntropyLoss()
     from skewtune.imbalance.losses import build_loss as _build
 
-    return _build(run.cfg.loss, training_class_counts(run), **parse_options(run.cfg.loss_options, "--loss_options"))
+    return _build(run.cfg.loss, training_class_counts(run), **run.cfg.loss_kwargs())
 
 
 def trainable_parameters(model: Any) -> list[torch.nn.Parameter]:
@@ -562,8 +560,8 @@ def save_outputs(run: Run) -> Path:
         "metrics": {k: v for k, v in run.metrics.items() if k.startswith(("eval_", "baseline_", "validation_"))
                     and not isinstance(v, dict | list)},
         "imbalance": {"sampler": cfg.sampler, "loss": cfg.loss, "augment": cfg.augment, "post_hoc": cfg.post_hoc,
-                      "loss_options": parse_options(cfg.loss_options, "--loss_options"),
-                      "post_hoc_options": parse_options(cfg.post_hoc_options, "--post_hoc_options")},
+                      "loss_options": cfg.loss_kwargs(),
+                      "post_hoc_options": cfg.post_hoc_kwargs()},
         "decision": run.decision,
         "lineage": None,
     }

@@ -13,6 +13,7 @@ from sklearn.metrics import (
     f1_score,
     precision_recall_fscore_support,
 )
+from sklearn.utils.class_weight import compute_sample_weight
 
 _DESCRIPTION = "Accuracy, macro and weighted F1, per-class precision/recall/F1 and the confusion matrix."
 _KWARGS_DESCRIPTION = """
@@ -54,12 +55,7 @@ class SkewtuneClassification(evaluate.Metric):
             "confusion_matrix": confusion_matrix(references, predictions, labels=labels).tolist(),
             "balanced_accuracy": float(balanced_accuracy_score(references, predictions)) if references else 0.0,
             "balanced_macro_f1": float(f1_score(references, predictions, labels=labels, average="macro",
-                                                zero_division=0, sample_weight=_balancing_weights(references))),
+                                                zero_division=0,
+                                                sample_weight=compute_sample_weight("balanced", references))),
         }
 
-
-def _balancing_weights(references):
-    counts = {}
-    for y in references:
-        counts[y] = counts.get(y, 0) + 1
-    return [1.0 / counts[y] for y in references]
