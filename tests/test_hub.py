@@ -217,6 +217,27 @@ def test_ten_concurrent_push_processes_lose_nothing(tmp_path: Path, fake: Path) 
     hub.verify("shared@v7", url)
 
 
+def test_first_push_racing_a_peer_is_not_refused_as_a_foreign_folder(
+        tmp_path: Path, fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # CI once failed the ten-process test: a push checked for index.json, then a peer finished its first push
+    # (index.json, then shared/v1), then the push listed the folder, saw shared/ and refused the hub.
+    root = tmp_path / "hub"
+    hub.push(fake, str(root), "shared")
+    (root / "index.json").rename(tmp_path / "parked.json")  # the state a racing pusher saw: no index yet
+    real_iterdir = Path.iterdir
+    peer_done = []
+
+    def iterdir_while_peer_finishes(self: Path):  # type: ignore[no-untyped-def]
+        if self == root and not peer_done:
+            peer_done.append(True)
+            (tmp_path / "parked.json").rename(root / "index.json")  # the peer's index lands before our listing
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir_while_peer_finishes)
+    hub.push(fake, str(root), "shared")
+    assert peer_done and hub.ls(str(root))[0]["versions"] == [1, 2]
+
+
 def test_memory_hub_round_trip_and_cas_journal(tmp_path: Path, fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fsspec
 

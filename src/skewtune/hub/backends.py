@@ -205,8 +205,10 @@ class FsspecBackend(Backend):
         if root.exists() and not root.is_dir():
             raise HubError(f"hub path {root} is a file", "point --hub at a folder")
         # refuse early, before creating the lock file, then again under the lock (other pushers' temp files are
-        # hidden and only exist while they hold the lock)
-        if root.is_dir() and not index_path.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
+        # hidden and only exist while they hold the lock). List first, then look for the index: a concurrent
+        # first push writes index.json before any version folder, so files seen before the index is checked
+        # cannot be another pusher's (checking the index first raced with it: a push saw its peer's folder).
+        if root.is_dir() and any(not p.name.startswith(".") for p in root.iterdir()) and not index_path.exists():
             raise _not_a_hub(root)
         root.mkdir(parents=True, exist_ok=True)
         with _flock(root / LOCK_NAME):
