@@ -7,16 +7,18 @@ Configurations, same backbone (MiniLM), same tweets, same batch size, same numbe
   (c) skewtune default: the main recipe's model settings (``recipes/configs/lora_sentiment.yaml``: 8-bit backbone,
       LoRA r=8 on attention, its dropouts), length-grouped dynamic padding, its Accelerate loop
   (d) skewtune fp32 LoRA (same settings and loop, fp32 backbone)
-  (e) skewtune inference: ``predict`` with the adapter merged into fp32 weights vs unmerged (fp32, and ``_8bit``:
-      the default adapter predicted as trained, on int8 layers), in batches of 128 and one request at a time
-      (``_b1``, where LoRA's extra small matmuls weigh most)
+  (e) skewtune inference: ``predict`` with the adapter merged into dense weights (``merged``: ``dtype=auto``,
+      which is bf16 on CPUs with AMX-BF16 and fp32 elsewhere; ``merged_fp32``) vs unmerged (an fp32-trained
+      adapter, and ``_8bit``: the default adapter predicted as trained, on int8 layers; ``_bf16``: the same
+      unmerged model at bf16, for the comparison at equal precision), in batches of 128 and one request at a
+      time (``_b1``, where LoRA's extra small matmuls weigh most)
 
 After its timed steps, each LoRA training configuration (b)-(d) is scored on the same 1,000 test tweets (macro-F1):
 the same rows, steps and batch size for all three, so the throughput ratio is at equal training.
 
 Reported: samples/s, non-padding tokens/s, ratio to (b), peak RSS (each configuration in its own subprocess),
-backbone bytes, and MFU = model FLOPs needed for the non-padding tokens processed per second ÷ the fp32 GEMM
-peak measured in the same run. Model FLOPs per token: forward 2·N_linear (+ attention 4·L·d·T̄) and, for
+backbone bytes, and MFU = model FLOPs needed for the non-padding tokens processed per second ÷ the GEMM
+peak of the row's compute dtype (fp32, or bf16 for bf16 prediction) measured in the same run. Model FLOPs per token: forward 2·N_linear (+ attention 4·L·d·T̄) and, for
 training, the backward a frozen base still needs (input gradients: one more forward's worth) plus the
 adapter's own weight gradients (negligible) — 2× forward for (b)-(d), 3× for (a) (weight gradients too).
 
@@ -27,6 +29,7 @@ adapter's own weight gradients (negligible) — 2× forward for (b)-(d), 3× for
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -39,19 +42,24 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def gemm_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
-    """fp32 GEMM peak with the current torch thread count (best of ``repeats``)."""
+def gemm_peak_gflops(sizes: tuple[int, ...] = (1024, 2048), repeats: int = 10, dtype: str = "fp32") -> float:
+    """GEMM peak (fp32 or bf16) with the current torch thread count: best of ``repeats`` over square ``sizes``
+    (bf16 on AMX reaches its peak only on the larger size)."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+    kind = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    peak = 0.0
+    for size in sizes:
+        a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
+        for _ in range(3):
+            a @ b
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        peak = max(peak, 2 * size**3 / best / 1e9)
+    return peak
 
 
 def linear_params(model) -> int:
@@ -225,7 +233,11 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         run = prepare(cfg, recipe="bench")
         run.metrics.update(eval_accuracy=0.0, eval_macro_f1=0.0)
         save_outputs(run)
-        clf = skewtune.load_adapter(out / "adapter", quant=None if quant == "8bit" else "none", merge="_merged" in name)
+        merged = "_merged" in name
+        dtype = "bf16" if "_bf16" in name else "fp32" if "_fp32" in name else "auto"
+        clf = skewtune.load_adapter(out / "adapter", quant=None if quant == "8bit" else "none", merge=merged,
+                                    dtype=dtype)
+        result["dtype"] = str(clf.dtype).removeprefix("torch.").replace("float32", "fp32").replace("bfloat16", "bf16")
         per_call = 1 if name.endswith("_b1") else 128
         n_pred = batch * steps if per_call > 1 else 4 * steps
         texts_pred = texts[:n_pred] if len(texts) >= n_pred else (texts * (n_pred // len(texts) + 1))[:n_pred]
@@ -238,8 +250,11 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         passes = []
         for _ in range(3):
             start = time.perf_counter()
-            predict_logits(clf.model, split, collator, per_call, clf.device)
+            with torch.autocast("cpu", dtype=clf.dtype) if clf.autocast else contextlib.nullcontext():
+                logits = predict_logits(clf.model, split, collator, per_call, clf.device)
             passes.append(time.perf_counter() - start)
+        # labels of the predicted texts: agreement with the same adapter's fp32 unmerged path (``main``)
+        result["labels"] = logits.argmax(-1).tolist()
         seconds = min(passes)
         result["predict_batch_size"] = per_call
         result["pass_seconds"] = passes
@@ -259,9 +274,41 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
     return result
 
 
+PREDICT = ["e_predict_unmerged", "e_predict_unmerged_bf16", "e_predict_unmerged_8bit", "e_predict_unmerged_8bit_bf16",
+           "e_predict_merged_fp32", "e_predict_merged"]
 CONFIGS = ["a_article_full_ft", "b_peft_trainer", "c_skewtune_8bit", "d_skewtune_fp32",
-           "e_predict_unmerged", "e_predict_unmerged_8bit", "e_predict_merged", "e_predict_unmerged_b1",
-           "e_predict_unmerged_8bit_b1", "e_predict_merged_b1"]
+           *PREDICT, *(name + "_b1" for name in PREDICT)]
+
+
+def predict_ratios(by: dict[str, dict]) -> dict[str, float]:
+    """Merged ÷ unmerged samples/s: against the default unmerged path (8-bit, as trained) and at equal precision."""
+    out = {}
+    for b1 in ("", "_b1"):
+        merged = by.get("e_predict_merged" + b1)
+        if not merged:
+            continue
+        same = "_bf16" if merged["dtype"] == "bf16" else ""
+        for key, unmerged in (("_8bit", "e_predict_unmerged_8bit"), ("_same_precision", "e_predict_unmerged" + same)):
+            if unmerged + b1 in by:
+                out["merged_over_unmerged" + key + b1] = merged["samples_per_s"] / by[unmerged + b1]["samples_per_s"]
+        fp32 = by.get("e_predict_merged_fp32" + b1)
+        if fp32 and "e_predict_unmerged" + b1 in by:
+            out["merged_fp32_over_unmerged_fp32" + b1] = fp32["samples_per_s"] / by["e_predict_unmerged" + b1]["samples_per_s"]
+    return out
+
+
+def agreement(by: dict[str, dict]) -> dict[str, float]:
+    """Share of predicted labels equal to the same adapter's fp32 path (8-bit rows: its int8 path as trained)."""
+    out = {}
+    for name, row in by.items():
+        if "labels" not in row:
+            continue
+        b1 = "_b1" if name.endswith("_b1") else ""
+        ref = by.get(("e_predict_unmerged_8bit" if "_8bit" in name else "e_predict_unmerged") + b1)
+        if ref and ref is not row:
+            same = sum(a == b for a, b in zip(row["labels"], ref["labels"]))
+            out[name] = same / len(ref["labels"])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     steps = args.steps or (20 if args.quick else 60)
     peak = gemm_peak_gflops()
+    peak_bf16 = gemm_peak_gflops(dtype="bf16")
     rows = []
     for name in args.configs:
         n_steps = max(3, steps // 5) if name.startswith("a_") else steps
@@ -292,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         fpt = flops_per_token(row["linear_params"], row["layers"], row["hidden"], row["mean_len"], row["train"],
                               row["full_ft"])
         row["model_gflops_per_s"] = row["tokens_per_s"] * fpt / 1e9
-        row["mfu"] = row["model_gflops_per_s"] / peak
+        row["mfu"] = row["model_gflops_per_s"] / (peak_bf16 if row.get("dtype") == "bf16" else peak)
         rows.append(row)
         print(f"{name}: {row['samples_per_s']:.1f} samples/s, MFU {row['mfu']:.2f}", flush=True)
     by = {r["config"]: r for r in rows}
@@ -302,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "note": "one run, each configuration in its own subprocess (honest peak RSS), same data and batch size",
         "gemm_peak_gflops_fp32": peak,
+        "gemm_peak_gflops_bf16": peak_bf16,
         "cpu_count": os.cpu_count(),
         "quick": args.quick,
         "rows": rows,
@@ -310,13 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         summary["c_over_a"] = by["c_skewtune_8bit"]["samples_per_s"] / by["a_article_full_ft"]["samples_per_s"]
     if "c_skewtune_8bit" in by and ref:
         summary["c_over_b"] = by["c_skewtune_8bit"]["samples_per_s"] / ref["samples_per_s"]
-    if "e_predict_merged" in by and "e_predict_unmerged" in by:
-        summary["merged_over_unmerged"] = by["e_predict_merged"]["samples_per_s"] / by["e_predict_unmerged"]["samples_per_s"]
-    for suffix in ("_8bit", "_b1", "_8bit_b1"):
-        merged = by.get("e_predict_merged" + suffix.replace("_8bit", ""))
-        unmerged = by.get("e_predict_unmerged" + suffix)
-        if merged and unmerged:
-            summary["merged_over_unmerged" + suffix] = merged["samples_per_s"] / unmerged["samples_per_s"]
+    summary.update(predict_ratios(by))
+    summary["label_agreement"] = agreement(by)
+    for row in rows:
+        row.pop("labels", None)
     if "c_skewtune_8bit" in by and ref and "macro_f1" in ref:
         summary["macro_f1_c_minus_b"] = by["c_skewtune_8bit"]["macro_f1"] - ref["macro_f1"]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -324,18 +370,21 @@ def main(argv: list[str] | None = None) -> int:
     from skewtune.utils.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(RESULTS / "throughput.json", summary)
-    lines = ["| config | samples/s | tokens/s | × (b) | MFU | macro-F1 | peak RSS MB | backbone MB |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| config | dtype | samples/s | tokens/s | × (b) | MFU | macro-F1 | labels as fp32 | peak RSS MB | "
+             "backbone MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    agree = summary["label_agreement"]
     for r in rows:
         ratio = f"{r['ratio_to_b']:.2f}" if r["ratio_to_b"] else "–"
         f1 = f"{r['macro_f1']:.3f}" if "macro_f1" in r else "–"
-        lines.append(f"| {r['config']} | {r['samples_per_s']:.1f} | {r['tokens_per_s']:.0f} | {ratio} | "
-                     f"{r['mfu']:.2f} | {f1} | {r['peak_rss_mb']:.0f} | {r['backbone_bytes'] / 1e6:.1f} |")
-    lines.append(f"\nfp32 GEMM peak measured in the same run: {peak:.0f} GFLOP/s ({os.cpu_count()} cores); "
-                 f"macro-F1 on the same {EVAL_ROWS} test tweets after the same training steps; "
-                 f"`_b1`: predict one text per call.")
-    for key in ("c_over_a", "c_over_b", "merged_over_unmerged", "merged_over_unmerged_8bit", "merged_over_unmerged_b1",
-                "merged_over_unmerged_8bit_b1", "macro_f1_c_minus_b"):
+        same = f"{agree[r['config']]:.3f}" if r["config"] in agree else "–"
+        lines.append(f"| {r['config']} | {r.get('dtype', 'fp32')} | {r['samples_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+                     f"{ratio} | {r['mfu']:.2f} | {f1} | {same} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['backbone_bytes'] / 1e6:.1f} |")
+    lines.append(f"\nGEMM peaks measured in the same run: fp32 {peak:.0f}, bf16 {peak_bf16:.0f} GFLOP/s "
+                 f"({os.cpu_count()} cores; MFU against the row's dtype); macro-F1 on the same {EVAL_ROWS} test "
+                 f"tweets after the same training steps; `_b1`: predict one text per call; labels as fp32: share of "
+                 f"predicted labels equal to the same adapter's unmerged path at its training precision.")
+    for key in ("c_over_a", "c_over_b", "macro_f1_c_minus_b", *sorted(k for k in summary if k.startswith("merged"))):
         if key in summary:
             lines.append(f"- {key}: {summary[key]:.3f}")
     atomic_write_text(RESULTS / "throughput.md", "\n".join(lines) + "\n")

@@ -71,6 +71,41 @@ def test_predict_cli_writes_jsonl(trained: Path, tmp_path: Path) -> None:
     assert all(r["label"] in ("negative", "positive") and len(r["probabilities"]) == 2 for r in rows)
 
 
+def test_predict_precision_merged_and_unmerged(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dtype``: auto keeps unmerged fp32; merged fp32 equals unmerged; bf16 casts weights and stays close."""
+    import skewtune
+    from skewtune.inference import precision
+
+    texts, _ = make_texts(40, seed=11)
+    unmerged = skewtune.load_adapter(trained / "adapter")
+    assert unmerged.dtype == torch.float32 and not unmerged.autocast
+    reference = unmerged.logits(texts)
+    merged = skewtune.load_adapter(trained / "adapter", merge=True, dtype="fp32")
+    assert not hasattr(merged.model, "peft_config")  # a plain dense model: LoRA folded into the weights
+    assert torch.allclose(merged.logits(texts), reference, atol=1e-5)
+    bf16 = skewtune.load_adapter(trained / "adapter", merge=True, dtype="bf16")
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    low = bf16.logits(texts)
+    assert low.dtype == torch.float32 and (low - reference).abs().max() < 0.05 * reference.abs().max() + 0.02
+    assert (low.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.9
+    # auto: merged runs in bf16 only where the CPU multiplies bf16 natively (AMX)
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        assert precision.resolve_dtype("auto", merged=True, device=torch.device("cpu")) == expected
+        assert precision.resolve_dtype("auto", merged=False, device=torch.device("cpu")) == torch.float32
+
+
+def test_predict_cli_refuses_fp16_on_cpu(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("what a great day\n", encoding="utf-8")
+    out = tmp_path / "preds.jsonl"
+    code = cli_main(["predict", "--adapter", str(trained / "adapter"), "--input", str(inputs), "--output", str(out),
+                     "--merge", "--dtype", "fp16"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and err[-1].startswith("error: dtype fp16 is not supported on CPU") and "(fix: " in err[-1]
+    assert not out.exists()
+
+
 def test_int8_training_and_reload(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
     """8-bit backbone: heads stay fp32 and trainable; reloaded in 8-bit, predictions match vanilla fp32 peft."""
     out = tmp_path / "int8"
@@ -84,6 +119,11 @@ def test_int8_training_and_reload(tiny_bert: Path, toy_csv: Path, tmp_path: Path
     fp32 = skewtune.load_adapter(out / "adapter", quant="none")
     agree = (int8.logits(texts).argmax(-1) == fp32.logits(texts).argmax(-1)).float().mean().item()
     assert agree >= 0.95
+    # int8 layers cannot be cast: bf16 runs them under autocast (bitsandbytes dequantizes to bf16)
+    int8_bf16 = skewtune.load_adapter(out / "adapter", dtype="bf16")
+    assert int8_bf16.autocast and int8_bf16.dtype == torch.bfloat16
+    agree = (int8_bf16.logits(texts).argmax(-1) == int8.logits(texts).argmax(-1)).float().mean().item()
+    assert agree >= 0.9
 
 
 def test_resume_matches_uninterrupted(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:

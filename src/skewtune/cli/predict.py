@@ -15,7 +15,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--text_column", default="text")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--quant", choices=["8bit", "4bit", "none"], default=None, help="default: as trained")
-    parser.add_argument("--merge", action="store_true", help="fold LoRA into an fp32 backbone (faster)")
+    parser.add_argument("--merge", action="store_true", help="fold LoRA into a dense backbone (faster)")
+    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                        help="compute precision; auto: fp32 unmerged, bf16 merged where the hardware has native "
+                             "bf16 (AMX CPUs, CUDA), else fp32")
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--encoding", default="utf-8")
     parser.set_defaults(func=_run)
@@ -27,7 +30,8 @@ def _run(args: argparse.Namespace) -> int:
 
     texts = read_inputs(args.input, args.text_column, args.encoding)
     check_writable_dir(Path(args.output).parent if str(Path(args.output).parent) else ".")
-    classifier = load_adapter(args.adapter, quant=args.quant, merge=args.merge, max_length=args.max_length)
+    classifier = load_adapter(args.adapter, quant=args.quant, merge=args.merge, max_length=args.max_length,
+                              dtype=args.dtype)
     rows = classifier.predict(texts, batch_size=args.batch_size, progress=True)
     lines = [json.dumps({"text": t, **r}, ensure_ascii=False) for t, r in zip(texts, rows)]
     atomic_write_text(args.output, "\n".join(lines) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ class AdapterClassifier:
     max_length: int = 128
     decision: dict[str, Any] | None = None
     device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32  # compute precision (skewtune.inference.precision)
+    autocast: bool = False  # quantized layers at a lower precision: run under torch.autocast
 
     @property
     def labels(self) -> list[str]:
@@ -34,7 +37,10 @@ class AdapterClassifier:
 
         split = tokenize_split(self.tokenizer, texts, None, self.max_length, "input")
         collator = PaddingCollator(self.tokenizer.pad_token_id, padding_side=getattr(self.tokenizer, "padding_side", "right"))
-        logits = predict_logits(self.model, split, collator, batch_size, self.device, progress=progress)
+        context = (torch.autocast(self.device.type, dtype=self.dtype) if self.autocast
+                   else contextlib.nullcontext())
+        with context:
+            logits = predict_logits(self.model, split, collator, batch_size, self.device, progress=progress)
         if self.decision:
             from skewtune.imbalance.decision import apply_decision
 
@@ -57,13 +63,18 @@ class AdapterClassifier:
 
 def load_adapter(
     path: str | Path, *, backbone: str | None = None, quant: str | None = None, merge: bool = False,
-    device: str | None = None, verify: bool = True, max_length: int = 128,
+    device: str | None = None, verify: bool = True, max_length: int = 128, dtype: str = "auto",
 ) -> AdapterClassifier:
     """Load ``path`` (an adapter folder saved by skewtune) on its backbone.
 
     ``quant`` defaults to the mode used in training; ``merge=True`` folds LoRA into the weights for speed
-    (fp32 backbones only). Files are hash-checked against ``skewtune.json`` unless ``verify=False``.
+    (fp32 backbones only). ``dtype`` (auto | fp32 | bf16 | fp16) is the compute precision: ``auto`` is fp32
+    unmerged and, merged, bf16 on hardware with native bf16 matmul (``skewtune.inference.precision``).
+    Files are hash-checked against ``skewtune.json`` unless ``verify=False``.
     """
+    from skewtune.inference.precision import check_dtype_name
+
+    check_dtype_name(dtype)  # before any backbone loads
     from skewtune.adapters import load_trained_adapter
     from skewtune.adapters.io import check_folder_safe, read_manifest, verify_folder
     from skewtune.backbones import load_backbone, load_tokenizer, resolve_backbone
@@ -104,8 +115,13 @@ def load_adapter(
     target = torch.device(device) if device else next(p.device for p in model.parameters())
     if mode == "none":
         model.to(target)
+    from skewtune.inference.precision import apply_dtype, resolve_dtype
+
+    compute = resolve_dtype(dtype, merged=merge, device=target)
+    autocast = apply_dtype(model, compute, castable=mode == "none")
     return AdapterClassifier(model=model, tokenizer=tokenizer, id2label=id2label, manifest=manifest,
-                             max_length=max_length, decision=manifest.get("decision"), device=target)
+                             max_length=max_length, decision=manifest.get("decision"), device=target,
+                             dtype=compute, autocast=autocast)
 
 
 HEAD_SUFFIXES = ("classifier.weight", "classifier.bias", "score.weight")
