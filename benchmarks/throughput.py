@@ -170,7 +170,7 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         if name == "b_peft_trainer":
             result["macro_f1"] = _macro_f1(model, tokenizer)
         backbone = model.get_base_model() if hasattr(model, "get_base_model") else model
-    elif name in ("c_skewtune_8bit", "d_skewtune_fp32"):
+    elif name.startswith(("c_skewtune_8bit", "d_skewtune_fp32")):  # ``_amp_bf16``: under bf16 autocast
         import tempfile
 
         from torch.utils.data import DataLoader
@@ -189,8 +189,10 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         cfg = TrainConfig(**{k: recipe[k] for k in model_keys if k in recipe}, dataset="tweets",
                           quant="8bit" if "8bit" in name else "none", max_train_samples=None,
                           output_dir=tempfile.mkdtemp(), overwrite_output_dir=True,
-                          per_device_train_batch_size=batch, baselines=False, report_plots=False)
+                          per_device_train_batch_size=batch, baselines=False, report_plots=False,
+                          mixed_precision="bf16" if name.endswith("_amp_bf16") else "no")
         result["settings"] = {k: getattr(cfg, k) for k in model_keys}
+        result["dtype"] = "fp32+bf16 autocast" if cfg.mixed_precision == "bf16" else "fp32"
         run = prepare(cfg, recipe="bench")
         train_split = run.tokenized["train"]
         # the same rows as (a)/(b): the first n of the training split
@@ -317,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--configs", nargs="*", default=CONFIGS)
+    parser.add_argument("--configs", nargs="*", default=CONFIGS,
+                        help="also c_skewtune_8bit_amp_bf16 / d_skewtune_fp32_amp_bf16: training under bf16 autocast")
+    parser.add_argument("--name", default="throughput", help="results file stem under benchmarks/results/")
     args = parser.parse_args(argv)
     if args.only:  # child process: one configuration
         steps = args.steps
@@ -369,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO / "src"))
     from skewtune.utils.io import atomic_write_json, atomic_write_text
 
-    atomic_write_json(RESULTS / "throughput.json", summary)
+    atomic_write_json(RESULTS / f"{args.name}.json", summary)
     lines = ["| config | dtype | samples/s | tokens/s | × (b) | MFU | macro-F1 | labels as fp32 | peak RSS MB | "
              "backbone MB |", "|---|---|---|---|---|---|---|---|---|---|"]
     agree = summary["label_agreement"]
@@ -387,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("c_over_a", "c_over_b", "macro_f1_c_minus_b", *sorted(k for k in summary if k.startswith("merged"))):
         if key in summary:
             lines.append(f"- {key}: {summary[key]:.3f}")
-    atomic_write_text(RESULTS / "throughput.md", "\n".join(lines) + "\n")
+    atomic_write_text(RESULTS / f"{args.name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -376,6 +376,8 @@ CASES: list[Case] = [
                        "--output", str(t / "preds.jsonl")]),
     Case("predict-output-file-parent", "adapter", "`predict --output` under a file", "is a file, not a folder",
          lambda w, t: [*predict(w.adapter, t)[:-1], str(csv_file(t, "x", "results") / "p.jsonl")]),
+    Case("predict-fp16-cpu", "adapter", "`predict --merge --dtype fp16` on a CPU", "dtype fp16 is not supported on CPU",
+         lambda w, t: [*predict(w.adapter, t), "--merge", "--dtype", "fp16"]),
     # --- hub
     Case("hub-none", "hub", "`hub ls` without --hub or $SKEWTUNE_HUB", "no hub given", lambda w, t: ["hub", "ls"]),
     Case("hub-scheme", "hub", "`--hub foo://bucket`", "unknown hub URL scheme 'foo://'",

@@ -95,17 +95,6 @@ def test_predict_precision_merged_and_unmerged(trained: Path, monkeypatch: pytes
         assert precision.resolve_dtype("auto", merged=False, device=torch.device("cpu")) == torch.float32
 
 
-def test_predict_cli_refuses_fp16_on_cpu(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    inputs = tmp_path / "in.txt"
-    inputs.write_text("what a great day\n", encoding="utf-8")
-    out = tmp_path / "preds.jsonl"
-    code = cli_main(["predict", "--adapter", str(trained / "adapter"), "--input", str(inputs), "--output", str(out),
-                     "--merge", "--dtype", "fp16"])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert code == 2 and err[-1].startswith("error: dtype fp16 is not supported on CPU") and "(fix: " in err[-1]
-    assert not out.exists()
-
-
 def test_int8_training_and_reload(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
     """8-bit backbone: heads stay fp32 and trainable; reloaded in 8-bit, predictions match vanilla fp32 peft."""
     out = tmp_path / "int8"
