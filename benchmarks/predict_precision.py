@@ -13,7 +13,6 @@ one text per call, macro-F1 and the share of labels equal to the as-trained path
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -32,12 +31,10 @@ CASES = [("unmerged_8bit (as trained)", None, False, "fp32"),
 
 
 def _timed(clf, split, collator, batch_size: int):
-    import torch
 
     from skewtune.training.loop import predict_logits
 
-    context = torch.autocast(clf.device.type, dtype=clf.dtype) if clf.autocast else contextlib.nullcontext()
-    with context:
+    with clf.compute_context():
         predict_logits(clf.model, split, collator, batch_size, clf.device)
         best, logits = float("inf"), None
         for _ in range(2):

@@ -29,7 +29,6 @@ adapter's own weight gradients (negligible) — 2× forward for (b)-(d), 3× for
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -252,7 +251,7 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         passes = []
         for _ in range(3):
             start = time.perf_counter()
-            with torch.autocast("cpu", dtype=clf.dtype) if clf.autocast else contextlib.nullcontext():
+            with clf.compute_context():
                 logits = predict_logits(clf.model, split, collator, per_call, clf.device)
             passes.append(time.perf_counter() - start)
         # labels of the predicted texts: agreement with the same adapter's fp32 unmerged path (``main``)

@@ -31,15 +31,17 @@ class AdapterClassifier:
     def labels(self) -> list[str]:
         return [self.id2label[i] for i in range(len(self.id2label))]
 
+    def compute_context(self) -> contextlib.AbstractContextManager[Any]:
+        """``torch.autocast`` at ``dtype`` for models whose quantized layers cannot be cast, else a no-op."""
+        return torch.autocast(self.device.type, dtype=self.dtype) if self.autocast else contextlib.nullcontext()
+
     def logits(self, texts: list[str], batch_size: int = 128, progress: bool = False) -> torch.Tensor:
         from skewtune.data.batching import PaddingCollator, tokenize_split
         from skewtune.training.loop import predict_logits
 
         split = tokenize_split(self.tokenizer, texts, None, self.max_length, "input")
         collator = PaddingCollator(self.tokenizer.pad_token_id, padding_side=getattr(self.tokenizer, "padding_side", "right"))
-        context = (torch.autocast(self.device.type, dtype=self.dtype) if self.autocast
-                   else contextlib.nullcontext())
-        with context:
+        with self.compute_context():
             logits = predict_logits(self.model, split, collator, batch_size, self.device, progress=progress)
         if self.decision:
             from skewtune.imbalance.decision import apply_decision
