@@ -31,7 +31,6 @@ CASES = [("unmerged_8bit (as trained)", None, False, "fp32"),
 
 
 def _timed(clf, split, collator, batch_size: int):
-
     from skewtune.training.loop import predict_logits
 
     with clf.compute_context():
