@@ -3,7 +3,7 @@
 ``auto`` keeps an unmerged adapter at the precision it was evaluated in (fp32 compute; predictions equal the
 training run's evaluation). A merged adapter is a plain dense model exported for serving, so ``auto`` runs it in
 bf16 where the hardware multiplies bf16 natively: CUDA GPUs with bf16 support, and CPUs with AMX-BF16 tiles
-(Intel Sapphire Rapids and later; measured on one with the main job's adapter: merged bf16 2.7× merged fp32 in
+(Intel Sapphire Rapids and later; measured on one with the main job's adapter: merged bf16 3.2× merged fp32 in
 batches of 128, 99.27% of labels as predicted unmerged as trained, macro-F1 0.7731 vs 0.7745; see
 ``benchmarks/results/predict_precision.md``). Elsewhere it stays fp32 (bf16 without AMX or AVX512-BF16 is
 emulated, slower than fp32).
