@@ -95,6 +95,21 @@ def test_predict_precision_merged_and_unmerged(trained: Path, monkeypatch: pytes
         assert precision.resolve_dtype("auto", merged=False, device=torch.device("cpu")) == torch.float32
 
 
+@pytest.mark.parametrize("kind", ["ia3", "dora", "prefix", "prompt"])
+def test_every_adapter_kind_predicts_merged(kind: str, tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
+    """``merge=True`` folds what can be folded (LoRA family, IA³: no peft wrapper left), keeps prompt learning
+    as is, and predicts the unmerged logits. IA³ needs skewtune's shim (peft #3114: the trained pooler)."""
+    import skewtune
+
+    out = tmp_path / kind
+    assert cli_main(["train", *tiny_args(tiny_bert, toy_csv, out, "--adapter", kind, "--num_train_epochs", "1")]) == 0
+    texts, _ = make_texts(20, seed=1)
+    reference = skewtune.load_adapter(out / "adapter").logits(texts)
+    merged = skewtune.load_adapter(out / "adapter", merge=True, dtype="fp32")
+    assert hasattr(merged.model, "peft_config") == (kind in ("prefix", "prompt"))
+    assert torch.allclose(merged.logits(texts), reference, atol=1e-5)
+
+
 def test_int8_training_and_reload(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
     """8-bit backbone: heads stay fp32 and trainable; reloaded in 8-bit, predictions match vanilla fp32 peft."""
     out = tmp_path / "int8"

@@ -34,6 +34,12 @@ only the forward pass of the :class:`peft.PeftModel` instance:
   the last real token.
 
 Remove this module when peft passes ``cache=`` and transformers keeps encoder positions unshifted.
+
+3. **Merging fails for tuners without their own ``_replace_module`` (IA³) when a head without a ``weight`` is
+   trained.** ``BaseTuner._replace_module`` sets ``new_module.weight = child.weight`` on every module it
+   unwraps, so unloading the ``ModulesToSaveWrapper`` around BERT's pooler raises "'BertPooler' object has no
+   attribute 'weight'" (peft issue #3114; the guard of PR #3213 is not in 0.21.2). :func:`merge_and_unload`
+   swaps each wrapper for its trained copy first, then calls peft.
 """
 
 from __future__ import annotations
@@ -406,3 +412,15 @@ def load_trained_adapter(base_model: Any, folder: str | Path, *, is_trainable: b
             "load it on the backbone (and task head) it was trained with",
         ) from exc
     return install_prompt_learning_shim(model)
+
+
+def merge_and_unload(peft_model: Any) -> Any:
+    """peft's ``merge_and_unload`` with trained ``modules_to_save`` copies put in place first (shim 3 above)."""
+    from peft.utils import ModulesToSaveWrapper
+
+    for name, module in list(peft_model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent_name, _, child_name = name.rpartition(".")
+            trained = module.modules_to_save[module.active_adapters[0]]
+            setattr(peft_model.get_submodule(parent_name), child_name, trained)
+    return peft_model.merge_and_unload()

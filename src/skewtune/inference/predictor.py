@@ -106,8 +106,10 @@ def load_adapter(
         first = str(exc).strip().splitlines()[0][:200]
         raise AdapterError(f"adapter {folder} does not fit backbone '{spec.name}': {first}",
                            "load it on the backbone it was trained on (see skewtune.json)") from exc
-    if merge and hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    if merge and hasattr(model, "merge_and_unload"):  # prefix/prompt adapters have nothing to fold in
+        from skewtune.adapters.compat import merge_and_unload
+
+        model = merge_and_unload(model)
     if manifest.get("pooling"):  # few-shot adapters classify mean-pooled sentence embeddings (skewtune.fewshot)
         from skewtune.fewshot.pooling import install_pooling
 
