@@ -1,6 +1,6 @@
 """Prediction speed and label agreement per precision, on a fully trained main-job adapter (issue: performance).
 
-``benchmarks/throughput.py`` times prediction with a briefly trained adapter; this one checks what bf16 costs in
+``benchmarks/throughput.py`` times prediction with a freshly initialised adapter; this one checks what bf16 costs in
 quality on a real one: the main job's adapter (8-bit MiniLM, LoRA r=8), on the first 2,048 test tweets, predicted
 as trained (unmerged, int8 layers, fp32 compute), unmerged under bf16 autocast, on an fp32 backbone unmerged
 (fp32, bf16) and merged (fp32, bf16). Reports samples/s (best of 2 passes after a warm-up) in batches of 128 and

@@ -22,7 +22,7 @@ peak of the row's compute dtype (fp32, or bf16 for bf16 prediction) measured in 
 training, the backward a frozen base still needs (input gradients: one more forward's worth) plus the
 adapter's own weight gradients (negligible) — 2× forward for (b)-(d), 3× for (a) (weight gradients too).
 
-    python benchmarks/throughput.py --quick      # ≤ 5 minutes on 2 CPU cores
+    python benchmarks/throughput.py --quick      # 20 steps, the 6 prediction rows the goals use: ≤ 5 minutes
     python benchmarks/throughput.py              # more steps
 """
 
@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
+ADAPTER_CACHE = "THROUGHPUT_ADAPTER_CACHE"  # set by the parent: one folder per run for the prediction adapters
 
 
 def gemm_peak_gflops(sizes: tuple[int, ...] = (1024, 2048), repeats: int = 10, dtype: str = "fp32") -> float:
@@ -50,7 +52,7 @@ def gemm_peak_gflops(sizes: tuple[int, ...] = (1024, 2048), repeats: int = 10, d
     peak = 0.0
     for size in sizes:
         a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
-        for _ in range(3):
+        for _ in range(10):  # AMX tiles need a few calls to reach their clock
             a @ b
         best = float("inf")
         for _ in range(repeats):
@@ -226,14 +228,18 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         from skewtune.training import TrainConfig, prepare, save_outputs
         from skewtune.training.loop import predict_logits
 
-        out = Path(tempfile.mkdtemp()) / "run"
-        # an adapter of the default 8-bit training (``_8bit``: predicted as trained, int8 layers) or of fp32 training
+        # an adapter folder as the default 8-bit training saves it (``_8bit``: predicted as trained, on int8 layers)
+        # or as fp32 training does; its LoRA is freshly initialised (the same computation as a trained one: timing
+        # only; ``benchmarks/predict_precision.py`` checks quality on a trained adapter). Saved once per quant in
+        # the run's cache folder, so every prediction row of a run times the same adapter.
         quant = "8bit" if "_8bit" in name else "none"
-        cfg = TrainConfig(dataset="tweets", quant=quant, target_modules="attention", max_train_samples=64,
-                          output_dir=str(out), baselines=False, report_plots=False)
-        run = prepare(cfg, recipe="bench")
-        run.metrics.update(eval_accuracy=0.0, eval_macro_f1=0.0)
-        save_outputs(run)
+        out = Path(os.environ.get(ADAPTER_CACHE) or tempfile.mkdtemp()) / f"adapter-{quant}"
+        if not (out / "adapter" / "skewtune.json").is_file():
+            cfg = TrainConfig(dataset="tweets", quant=quant, target_modules="attention", max_train_samples=64,
+                              output_dir=str(out), baselines=False, report_plots=False)
+            run = prepare(cfg, recipe="bench")
+            run.metrics.update(eval_accuracy=0.0, eval_macro_f1=0.0)
+            save_outputs(run)
         merged = "_merged" in name
         dtype = "bf16" if "_bf16" in name else "fp32" if "_fp32" in name else "auto"
         clf = skewtune.load_adapter(out / "adapter", quant=None if quant == "8bit" else "none", merge=merged,
@@ -247,9 +253,9 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
 
         split = tokenize_split(clf.tokenizer, texts_pred, None, 128)
         collator = PaddingCollator(clf.tokenizer.pad_token_id)
-        # best of 3 passes: a few seconds per pass, so one pass moved ±25% between runs on the shared 2-core machine
+        # best of 5 passes: a few seconds per pass, so one pass moved ±25% between runs on the shared 2-core machine
         passes = []
-        for _ in range(3):
+        for _ in range(5):
             start = time.perf_counter()
             with clf.compute_context():
                 logits = predict_logits(clf.model, split, collator, per_call, clf.device)
@@ -279,6 +285,9 @@ PREDICT = ["e_predict_unmerged", "e_predict_unmerged_bf16", "e_predict_unmerged_
            "e_predict_merged_fp32", "e_predict_merged"]
 CONFIGS = ["a_article_full_ft", "b_peft_trainer", "c_skewtune_8bit", "d_skewtune_fp32",
            *PREDICT, *(name + "_b1" for name in PREDICT)]
+# ``--quick``: the rows the goals are read from (default merged vs default unmerged, and the same precision)
+QUICK = [*CONFIGS[:4], "e_predict_unmerged", "e_predict_unmerged_bf16", "e_predict_unmerged_8bit", "e_predict_merged",
+         "e_predict_unmerged_8bit_b1", "e_predict_merged_b1"]
 
 
 def predict_ratios(by: dict[str, dict]) -> dict[str, float]:
@@ -318,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--configs", nargs="*", default=CONFIGS,
+    parser.add_argument("--configs", nargs="*", default=None,
                         help="also c_skewtune_8bit_amp_bf16 / d_skewtune_fp32_amp_bf16: training under bf16 autocast")
     parser.add_argument("--name", default="throughput", help="results file stem under benchmarks/results/")
     args = parser.parse_args(argv)
@@ -330,12 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (20 if args.quick else 60)
     peak = gemm_peak_gflops()
     peak_bf16 = gemm_peak_gflops(dtype="bf16")
+    import tempfile
+
+    cache = tempfile.mkdtemp(prefix="throughput-adapters-")
     rows = []
-    for name in args.configs:
+    for name in args.configs or (QUICK if args.quick else CONFIGS):
         n_steps = max(3, steps // 5) if name.startswith("a_") else steps
+        started = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--only", name, "--steps", str(n_steps),
                                "--batch_size", str(args.batch_size)], capture_output=True, text=True,
-                              env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
+                              env=dict(os.environ, TOKENIZERS_PARALLELISM="false", **{ADAPTER_CACHE: cache}))
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"{name} failed")
@@ -345,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         row["model_gflops_per_s"] = row["tokens_per_s"] * fpt / 1e9
         row["mfu"] = row["model_gflops_per_s"] / (peak_bf16 if row.get("dtype") == "bf16" else peak)
         rows.append(row)
-        print(f"{name}: {row['samples_per_s']:.1f} samples/s, MFU {row['mfu']:.2f}", flush=True)
+        print(f"{name}: {row['samples_per_s']:.1f} samples/s, MFU {row['mfu']:.2f} "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)
+    shutil.rmtree(cache, ignore_errors=True)
     by = {r["config"]: r for r in rows}
     ref = by.get("b_peft_trainer")
     for r in rows:
