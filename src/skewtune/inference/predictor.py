@@ -69,8 +69,8 @@ def load_adapter(
 ) -> AdapterClassifier:
     """Load ``path`` (an adapter folder saved by skewtune) on its backbone.
 
-    ``quant`` defaults to the mode used in training; ``merge=True`` folds LoRA into the weights for speed
-    (fp32 backbones only). ``dtype`` (auto | fp32 | bf16 | fp16) is the compute precision: ``auto`` is fp32
+    ``quant`` defaults to the mode used in training; ``merge=True`` loads a dense (unquantized) backbone and
+    folds LoRA/IA³ into its weights for speed. ``dtype`` (auto | fp32 | bf16 | fp16) is the compute precision: ``auto`` is fp32
     unmerged and, merged, bf16 on hardware with native bf16 matmul (``skewtune.inference.precision``).
     Files are hash-checked against ``skewtune.json`` unless ``verify=False``.
     """
