@@ -18,7 +18,8 @@ the same rows, steps and batch size for all three, so the throughput ratio is at
 
 Reported: samples/s, non-padding tokens/s, ratio to (b), peak RSS (each configuration in its own subprocess),
 backbone bytes, and MFU = model FLOPs needed for the non-padding tokens processed per second ÷ the GEMM
-peak of the row's compute dtype (fp32, or bf16 for bf16 prediction) measured in the same run. Model FLOPs per token: forward 2·N_linear (+ attention 4·L·d·T̄) and, for
+peak of the row's compute dtype (fp32, or bf16 for bf16 prediction) measured in the row's own process right
+after its timed steps (the shared machine's speed drifts during a run). Model FLOPs per token: forward 2·N_linear (+ attention 4·L·d·T̄) and, for
 training, the backward a frozen base still needs (input gradients: one more forward's worth) plus the
 adapter's own weight gradients (negligible) — 2× forward for (b)-(d), 3× for (a) (weight gradients too).
 
@@ -276,6 +277,9 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
     result["hidden"] = cfg_model.hidden_size
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["torch_threads"] = torch.get_num_threads()
+    # the peak of the row's own dtype, in this process right after its timed steps: the shared machine's speed
+    # drifts over a run, and a peak measured minutes earlier mis-states the utilisation
+    result["gemm_peak_gflops"] = gemm_peak_gflops(dtype="bf16" if result.get("dtype") == "bf16" else "fp32")
     result["samples_per_s"] = result["samples"] / result["seconds"]
     result["tokens_per_s"] = result["tokens"] / result["seconds"]
     return result
@@ -356,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         fpt = flops_per_token(row["linear_params"], row["layers"], row["hidden"], row["mean_len"], row["train"],
                               row["full_ft"])
         row["model_gflops_per_s"] = row["tokens_per_s"] * fpt / 1e9
-        row["mfu"] = row["model_gflops_per_s"] / (peak_bf16 if row.get("dtype") == "bf16" else peak)
+        row["mfu"] = row["model_gflops_per_s"] / row["gemm_peak_gflops"]
         rows.append(row)
         print(f"{name}: {row['samples_per_s']:.1f} samples/s, MFU {row['mfu']:.2f} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
@@ -388,18 +392,20 @@ def main(argv: list[str] | None = None) -> int:
     from skewtune.utils.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(RESULTS / f"{args.name}.json", summary)
-    lines = ["| config | dtype | samples/s | tokens/s | × (b) | MFU | macro-F1 | labels as fp32 | peak RSS MB | "
-             "backbone MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| config | dtype | samples/s | tokens/s | × (b) | MFU | GEMM peak | macro-F1 | labels as fp32 | "
+             "peak RSS MB | backbone MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     agree = summary["label_agreement"]
     for r in rows:
         ratio = f"{r['ratio_to_b']:.2f}" if r["ratio_to_b"] else "–"
         f1 = f"{r['macro_f1']:.3f}" if "macro_f1" in r else "–"
         same = f"{agree[r['config']]:.3f}" if r["config"] in agree else "–"
         lines.append(f"| {r['config']} | {r.get('dtype', 'fp32')} | {r['samples_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
-                     f"{ratio} | {r['mfu']:.2f} | {f1} | {same} | {r['peak_rss_mb']:.0f} | "
+                     f"{ratio} | {r['mfu']:.2f} | {r['gemm_peak_gflops']:.0f} | {f1} | {same} | {r['peak_rss_mb']:.0f} | "
                      f"{r['backbone_bytes'] / 1e6:.1f} |")
-    lines.append(f"\nGEMM peaks measured in the same run: fp32 {peak:.0f}, bf16 {peak_bf16:.0f} GFLOP/s "
-                 f"({os.cpu_count()} cores; MFU against the row's dtype); macro-F1 on the same {EVAL_ROWS} test "
+    fp32_peaks = sorted(r["gemm_peak_gflops"] for r in rows if r.get("dtype") != "bf16")
+    lines.append(f"\nGEMM peaks at the start of the run: fp32 {peak:.0f}, bf16 {peak_bf16:.0f} GFLOP/s "
+                 f"({os.cpu_count()} cores); MFU is against the peak of the row's dtype measured in its own process "
+                 f"right after its timed steps (fp32 {fp32_peaks[0]:.0f}–{fp32_peaks[-1]:.0f}); macro-F1 on the same {EVAL_ROWS} test "
                  f"tweets after the same training steps; `_b1`: predict one text per call; labels as fp32: share of "
                  f"predicted labels equal to the same adapter's unmerged path at its training precision.")
     for key in ("c_over_a", "c_over_b", "macro_f1_c_minus_b", *sorted(k for k in summary if k.startswith("merged"))):
