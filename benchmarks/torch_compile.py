@@ -20,7 +20,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def measure(quant: str, compiled: bool) -> dict:
+def training_step(quant: str, n_batches: int, compiled: bool = False) -> tuple:
+    """The main recipe's LoRA settings (no dropout) on ``quant``: (one optimizer step on a batch, the batches).
+
+    ``n_batches`` length-grouped batches of 16 tweets, collated once. Shared with ``profile_step.py``.
+    """
     import torch
 
     from skewtune.data import LengthGroupedBatchSampler
@@ -34,7 +38,7 @@ def measure(quant: str, compiled: bool) -> dict:
     configure_threads(run.accelerator)
     split = run.tokenized["train"]
     sampler = LengthGroupedBatchSampler(split.lengths, 16, seed=0, indices=list(range(800)))
-    batches = [run.collator([split[i] for i in b]) for b in list(sampler)[:50]]
+    batches = [run.collator([split[i] for i in b]) for b in list(sampler)[:n_batches]]
     model = run.model
     model.train()
     forward = torch.compile(model, dynamic=True) if compiled else model
@@ -47,6 +51,11 @@ def measure(quant: str, compiled: bool) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    return step, batches
+
+
+def measure(quant: str, compiled: bool) -> dict:
+    step, batches = training_step(quant, 50, compiled)
     start = time.perf_counter()
     for batch in batches[:10]:
         step(batch)
