@@ -18,8 +18,9 @@ the same rows, steps and batch size for all three, so the throughput ratio is at
 
 Reported: samples/s, non-padding tokens/s, ratio to (b), peak RSS (each configuration in its own subprocess),
 backbone bytes, and MFU = model FLOPs needed for the non-padding tokens processed per second ÷ the GEMM
-peak of the row's compute dtype (fp32, or bf16 for bf16 prediction) measured in the row's own process right
-after its timed steps (the shared machine's speed drifts during a run). Model FLOPs per token: forward 2·N_linear (+ attention 4·L·d·T̄) and, for
+peak of the row's compute dtype (fp32, or bf16 for bf16 prediction) measured at the moments the row ran: a short
+probe before every window of 10 timed training steps (MFU = FLOPs ÷ Σ window seconds × its probe) and before every
+prediction pass (the best pass and its own probe) — the shared machine's speed drifts within seconds. Model FLOPs per token: forward 2·N_linear (+ attention 4·L·d·T̄) and, for
 training, the backward a frozen base still needs (input gradients: one more forward's worth) plus the
 adapter's own weight gradients (negligible) — 2× forward for (b)-(d), 3× for (a) (weight gradients too).
 
@@ -44,16 +45,17 @@ RESULTS = REPO / "benchmarks" / "results"
 ADAPTER_CACHE = "THROUGHPUT_ADAPTER_CACHE"  # set by the parent: one folder per run for the prediction adapters
 
 
-def gemm_peak_gflops(sizes: tuple[int, ...] = (1024, 2048), repeats: int = 10, dtype: str = "fp32") -> float:
+def gemm_peak_gflops(sizes: tuple[int, ...] = (1024, 2048), repeats: int = 10, dtype: str = "fp32",
+                     warmup: int = 10) -> float:
     """GEMM peak (fp32 or bf16) with the current torch thread count: best of ``repeats`` over square ``sizes``
-    (bf16 on AMX reaches its peak only on the larger size)."""
+    (bf16 on AMX reaches its peak only on the larger size, after a few calls)."""
     import torch
 
     kind = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     peak = 0.0
     for size in sizes:
         a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
-        for _ in range(10):  # AMX tiles need a few calls to reach their clock
+        for _ in range(warmup):  # AMX tiles need a few calls to reach their clock
             a @ b
         best = float("inf")
         for _ in range(repeats):
@@ -62,6 +64,52 @@ def gemm_peak_gflops(sizes: tuple[int, ...] = (1024, 2048), repeats: int = 10, d
             best = min(best, time.perf_counter() - start)
         peak = max(peak, 2 * size**3 / best / 1e9)
     return peak
+
+
+WINDOW = 10  # timed steps between two GEMM-peak probes
+
+
+class ProbedClock:
+    """Times steps in windows of ``WINDOW``, each preceded by a short GEMM-peak probe (not timed).
+
+    The shared machine's speed drifts within seconds (fp32 peak 200–300 GFLOP/s in one run), so MFU divides by the
+    peak of the moments the steps ran: MFU = model FLOPs ÷ Σ_w (seconds_w × peak_w). ``samples/s`` excludes the
+    probes.
+    """
+
+    def __init__(self, dtype: str = "fp32") -> None:
+        self.dtype = dtype
+        self.windows: list[tuple[float, float, int]] = []  # (seconds, peak GFLOP/s, steps)
+        self._peak = self._mark = 0.0
+        self._steps = 0
+
+    def _probe(self) -> float:
+        return gemm_peak_gflops(repeats=3, dtype=self.dtype, warmup=10 if self.dtype == "bf16" else 2)
+
+    def start(self) -> None:
+        self._peak = self._probe()
+        self._steps = 0
+        self._mark = time.perf_counter()
+
+    def step(self) -> None:
+        self._steps += 1
+        if self._steps == WINDOW:
+            self.windows.append((time.perf_counter() - self._mark, self._peak, self._steps))
+            self.start()
+
+    def stop(self) -> None:
+        if self._steps:
+            self.windows.append((time.perf_counter() - self._mark, self._peak, self._steps))
+            self._steps = 0
+
+    @property
+    def seconds(self) -> float:
+        return sum(w[0] for w in self.windows)
+
+    @property
+    def peak(self) -> float:
+        """Time-weighted mean of the probes."""
+        return sum(w[0] * w[1] for w in self.windows) / self.seconds
 
 
 def linear_params(model) -> int:
@@ -144,15 +192,18 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         dataset = Dataset.from_dict({**enc, "labels": labels})
         real_tokens = [sum(m) for m in enc["attention_mask"]]
 
+        probed = ProbedClock()
+
         class Clock(TrainerCallback):
             def __init__(self) -> None:
-                self.start = None
                 self.step = 0
 
             def on_step_end(self, args, state, control, **kw):
                 self.step += 1
                 if self.step == warmup:
-                    self.start = time.perf_counter()
+                    probed.start()
+                elif self.step > warmup:
+                    probed.step()
 
         clock = Clock()
         args = TrainingArguments(output_dir=f"/tmp/skewtune-bench-{name}", per_device_train_batch_size=batch,
@@ -162,7 +213,10 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         trainer = Trainer(model=model, args=args, train_dataset=dataset,
                           data_collator=None if padding else DataCollatorWithPadding(tokenizer), callbacks=[clock])
         trainer.train()
-        seconds = time.perf_counter() - clock.start
+        probed.stop()
+        seconds = probed.seconds
+        result["window_peaks"] = [w[1] for w in probed.windows]
+        result["gemm_peak_gflops"] = probed.peak
         # Trainer shuffles; tokens per timed sample ≈ the mean over the data
         mean_tokens = sum(real_tokens) / len(real_tokens)
         samples = steps * batch
@@ -212,11 +266,16 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
             state=FitState(), progress=False)
         timed = batches[warmup: warmup + steps]
         tokens = sum(train_split.lengths[i] for b in timed for i in b)
-        start = time.perf_counter()
+        probed = ProbedClock()
+        probed.start()
         fit(model=model, optimizer=optimizer, scheduler=scheduler, train_loader=loader, batch_sampler=sampler,
             accelerator=run.accelerator, loss_fn=loss_fn, num_epochs=1, max_steps=warmup + steps, max_grad_norm=1.0,
-            state=FitState(global_step=warmup, step_in_epoch=warmup), progress=False)
-        seconds = time.perf_counter() - start
+            state=FitState(global_step=warmup, step_in_epoch=warmup), progress=False,
+            on_step_end=lambda _state: probed.step())
+        probed.stop()
+        seconds = probed.seconds
+        result["window_peaks"] = [w[1] for w in probed.windows]
+        result["gemm_peak_gflops"] = probed.peak
         samples = sum(len(b) for b in timed)
         result.update(train=True, full_ft=False, seconds=seconds, samples=samples, tokens=tokens,
                       mean_len=tokens / samples)
@@ -255,8 +314,10 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         split = tokenize_split(clf.tokenizer, texts_pred, None, 128)
         collator = PaddingCollator(clf.tokenizer.pad_token_id)
         # best of 5 passes: a few seconds per pass, so one pass moved ±25% between runs on the shared 2-core machine
-        passes = []
+        # each pass preceded by a GEMM-peak probe of the row's dtype; MFU uses the best pass and its own probe
+        passes, probes = [], []
         for _ in range(5):
+            probes.append(ProbedClock(result["dtype"] if result["dtype"] == "bf16" else "fp32")._probe())
             start = time.perf_counter()
             with clf.compute_context():
                 logits = predict_logits(clf.model, split, collator, per_call, clf.device)
@@ -264,6 +325,8 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         # labels of the predicted texts: agreement with the same adapter's fp32 unmerged path (``main``)
         result["labels"] = logits.argmax(-1).tolist()
         seconds = min(passes)
+        result["gemm_peak_gflops"] = probes[passes.index(seconds)]
+        result["window_peaks"] = probes
         result["predict_batch_size"] = per_call
         result["pass_seconds"] = passes
         tokens = sum(split.lengths)
@@ -277,9 +340,6 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
     result["hidden"] = cfg_model.hidden_size
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["torch_threads"] = torch.get_num_threads()
-    # the peak of the row's own dtype, in this process right after its timed steps: the shared machine's speed
-    # drifts over a run, and a peak measured minutes earlier mis-states the utilisation
-    result["gemm_peak_gflops"] = gemm_peak_gflops(dtype="bf16" if result.get("dtype") == "bf16" else "fp32")
     result["samples_per_s"] = result["samples"] / result["seconds"]
     result["tokens_per_s"] = result["tokens"] / result["seconds"]
     return result
@@ -402,10 +462,11 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['config']} | {r.get('dtype', 'fp32')} | {r['samples_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
                      f"{ratio} | {r['mfu']:.2f} | {r['gemm_peak_gflops']:.0f} | {f1} | {same} | {r['peak_rss_mb']:.0f} | "
                      f"{r['backbone_bytes'] / 1e6:.1f} |")
-    fp32_peaks = sorted(r["gemm_peak_gflops"] for r in rows if r.get("dtype") != "bf16")
+    fp32_peaks = sorted(p for r in rows if r.get("dtype") != "bf16" for p in r["window_peaks"])
     lines.append(f"\nGEMM peaks at the start of the run: fp32 {peak:.0f}, bf16 {peak_bf16:.0f} GFLOP/s "
-                 f"({os.cpu_count()} cores); MFU is against the peak of the row's dtype measured in its own process "
-                 f"right after its timed steps (fp32 {fp32_peaks[0]:.0f}–{fp32_peaks[-1]:.0f}); macro-F1 on the same {EVAL_ROWS} test "
+                 f"({os.cpu_count()} cores); MFU is against the peak of the row's dtype probed before every {WINDOW} timed "
+                 f"training steps and every prediction pass (column GEMM peak: their time-weighted mean; fp32 probes "
+                 f"{fp32_peaks[0]:.0f}–{fp32_peaks[-1]:.0f}); macro-F1 on the same {EVAL_ROWS} test "
                  f"tweets after the same training steps; `_b1`: predict one text per call; labels as fp32: share of "
                  f"predicted labels equal to the same adapter's unmerged path at its training precision.")
     for key in ("c_over_a", "c_over_b", "macro_f1_c_minus_b", *sorted(k for k in summary if k.startswith("merged"))):

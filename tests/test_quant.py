@@ -150,6 +150,99 @@ def test_4bit_layer_trains_after_eval(tiny_bert: Path) -> None:
     assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
 
 
+def _int8_linear(in_features: int = 48, out_features: int = 40, bias: bool = True):
+    import bitsandbytes as bnb
+
+    torch.manual_seed(0)
+    dense = torch.nn.Linear(in_features, out_features, bias=bias)
+    layer = bnb.nn.Linear8bitLt(in_features, out_features, bias=bias, has_fp16_weights=False, threshold=0.0)
+    layer.load_state_dict(dense.state_dict())
+    layer = layer.to("cpu")
+    for p in layer.parameters():
+        p.requires_grad_(False)
+    layer(torch.zeros(1, in_features))  # moves CB / SCB into the layer's state
+    return layer
+
+
+def test_cpu_int8_matmul_is_bitsandbytes_dequantize_path_in_both_modes() -> None:
+    """``patch_cpu_int8_matmul``: outputs bit-equal to bitsandbytes' own ``MatMul8bitFp`` and, like input gradients,
+    equal to an fp32 linear with the dequantized weight within float rounding, the same route in eval mode."""
+    import bitsandbytes.autograd._functions as bnb_functions
+
+    from skewtune.backbones.bnb_compat import patch_cpu_int8_matmul
+
+    assert patch_cpu_int8_matmul()
+    layer = _int8_linear()
+    state = layer.state
+    dense_weight = state.CB.float() * (state.SCB.float() / 127).unsqueeze(1)
+    x = torch.randn(3, 7, 48)
+    upstream = torch.randn(3, 7, 40)
+    outs, grads = [], []
+    for run in ("skewtune", "bitsandbytes", "dense"):
+        a = x.clone().requires_grad_(True)
+        if run == "skewtune":
+            y = layer(a)
+        elif run == "bitsandbytes":
+            y = bnb_functions.MatMul8bitFp.apply(a, state.CB, None, layer.bias, state)
+        else:
+            y = torch.nn.functional.linear(a, dense_weight, layer.bias)
+        (y * upstream).sum().backward()
+        outs.append(y.detach())
+        grads.append(a.grad)
+    assert torch.equal(outs[0], outs[1]) and torch.allclose(outs[0], outs[2], atol=1e-6)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6) and torch.allclose(grads[0], grads[2], atol=1e-6)
+    layer.eval()  # stock bitsandbytes switches to MatMul8bitLt (fp16 activations) here
+    with torch.inference_mode():
+        assert torch.equal(layer(x), outs[0])
+
+
+def test_cpu_int8_matmul_keeps_no_activation_for_the_backward() -> None:
+    """A frozen int8 weight needs no gradient, so the layer's input must not be kept alive until the backward
+    (bitsandbytes' ``MatMul8bitFp`` keeps it as ``ctx.A``); only the int8 weight and its row scale are saved."""
+    import weakref
+
+    from skewtune.backbones.bnb_compat import patch_cpu_int8_matmul
+
+    patch_cpu_int8_matmul()
+    layer = _int8_linear()
+    leaf = torch.randn(5, 48, requires_grad=True)
+    hidden = leaf * 2.0  # a non-leaf input, as inside a network
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = layer(hidden)
+    probe = weakref.ref(hidden)
+    del hidden
+    assert probe() is None, "the layer's input is still referenced by the graph"
+    assert [t.dtype for t in saved] == [torch.int8, torch.float32] and saved[1].shape == (40, 1)
+    y.sum().backward()
+    assert torch.allclose(leaf.grad, 2.0 * layer.state.CB.float().mul(layer.state.SCB.unsqueeze(1) / 127).sum(0)
+                          .expand(5, 48), atol=1e-5)
+
+
+def test_cpu_int8_matmul_bias_grad_autocast_and_rescaled_weights() -> None:
+    """A trainable bias gets its gradient; under bf16 autocast the GEMM runs in bf16 and the input gradient keeps the
+    input's dtype; a row scale changed in place (as a merge does) is picked up, not served from the cache."""
+    from skewtune.backbones.bnb_compat import patch_cpu_int8_matmul
+
+    patch_cpu_int8_matmul()
+    layer = _int8_linear()
+    layer.bias.requires_grad_(True)
+    x = torch.randn(4, 48, requires_grad=True)
+    y = layer(x)
+    y.sum().backward()
+    assert torch.allclose(layer.bias.grad, torch.full((40,), 4.0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = layer(x)
+    assert z.dtype == torch.bfloat16 and torch.allclose(z.float(), y, atol=0.05, rtol=0.02)
+    x.grad = None
+    z.float().sum().backward()
+    assert x.grad.dtype == torch.float32
+    with torch.no_grad():
+        before = layer(x) - layer.bias
+        layer.state.SCB.mul_(2.0)
+        assert torch.allclose(layer(x) - layer.bias, 2.0 * before, atol=1e-5)
+
+
 def test_dora_on_8bit_keeps_training(tiny_bert: Path) -> None:
     """``keep_int8_scales``: peft's CPU dequantize (DoRA, every forward) no longer loses the int8 row scales."""
     from skewtune.adapters import AdapterSettings, build_adapter

@@ -188,9 +188,9 @@ def load_backbone(
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
         if quant == "8bit":
-            from skewtune.backbones.bnb_compat import patch_cpu_int8_inference
+            from skewtune.backbones.bnb_compat import patch_cpu_int8_matmul
 
-            patch_cpu_int8_inference()
+            patch_cpu_int8_matmul()
         if device_map is None and torch.cuda.is_available():
             device_map = {"": torch.cuda.current_device()}
     if device_map is not None:

@@ -80,9 +80,9 @@ def load_mlm_model(spec: Any, quant: str = "8bit") -> tuple[Any, bool]:
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
         if quant == "8bit":
-            from skewtune.backbones.bnb_compat import patch_cpu_int8_inference
+            from skewtune.backbones.bnb_compat import patch_cpu_int8_matmul
 
-            patch_cpu_int8_inference()
+            patch_cpu_int8_matmul()
         if torch.cuda.is_available():
             kwargs["device_map"] = {"": torch.cuda.current_device()}
     with _quiet_loading():

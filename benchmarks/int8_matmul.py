@@ -1,0 +1,183 @@
+"""skewtune's CPU int8 matmul vs bitsandbytes' ``MatMul8bitFp``, before/after, in one process (issue: performance).
+
+The main recipe's model settings (8-bit MiniLM, LoRA r=8 on query/value, no dropout) train length-grouped batches
+of tweets; three models take turns on the same batches in one process, so the shared machine's drift hits all
+of them alike: fp32, 8-bit through stock ``MatMul8bitFp`` (bitsandbytes 0.50), 8-bit through
+``backbones/bnb_compat.DequantizedInt8Matmul`` (the default). Reports non-padding tokens/s and the ratio to fp32 at
+batch 16 and 32, and the bytes the autograd graph holds after the forward of the 32 longest tweets (glibc
+``mallinfo2``: exact bytes in use, unlike RSS), each variant in its own process.
+
+    python benchmarks/int8_matmul.py          # about 4 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+VARIANTS = ("fp32", "8bit_stock", "8bit_skewtune")
+
+
+def _install_switch():
+    """Route skewtune's patched matmul to the stock function or to skewtune's, switchable per call."""
+    import bitsandbytes.autograd._functions as bnb_functions
+    import bitsandbytes.nn.modules as bnb_modules
+
+    import skewtune.backbones.bnb_compat as compat
+
+    skewtune_fn = compat.DequantizedInt8Matmul
+    current_state: list = [None]
+
+    class Stock:
+        @staticmethod
+        def apply(A, CB, scale, bias):  # the arguments of DequantizedInt8Matmul, bitsandbytes' function
+            return bnb_functions.MatMul8bitFp.apply(A, CB, None, bias, current_state[0])
+
+    forward = bnb_modules.Linear8bitLt.forward
+
+    def tracking_forward(self, x):
+        current_state[0] = self.state
+        return forward(self, x)
+
+    bnb_modules.Linear8bitLt.forward = tracking_forward
+
+    def use(variant: str) -> None:
+        compat.DequantizedInt8Matmul = Stock if variant == "8bit_stock" else skewtune_fn
+
+    return use
+
+
+def _model(quant: str, batch: int, n_batches: int, longest: bool = False):
+    import torch
+
+    from skewtune.data import LengthGroupedBatchSampler
+    from skewtune.training import TrainConfig, prepare
+    from skewtune.training.loop import configure_threads, logits_of
+
+    cfg = TrainConfig(dataset="tweets", quant=quant, target_modules="attention", output_dir=tempfile.mkdtemp(),
+                      overwrite_output_dir=True, per_device_train_batch_size=batch, baselines=False,
+                      report_plots=False, max_train_samples=3000, max_eval_samples=64, lora_dropout=0.0,
+                      backbone_dropout=0.0)
+    run = prepare(cfg, recipe="bench")
+    configure_threads(run.accelerator)
+    split = run.tokenized["train"]
+    if longest:
+        groups = [sorted(range(len(split.lengths)), key=lambda i: -split.lengths[i])[:batch]]
+    else:
+        groups = list(LengthGroupedBatchSampler(split.lengths, batch, seed=0, indices=list(range(n_batches * batch))))
+    batches = [run.collator([split[i] for i in g]) for g in groups[:n_batches]]
+    model = run.model
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def loss_of(b):
+        return loss_fn(logits_of(model, b), b["labels"])
+
+    def step(b) -> None:
+        loss_of(b).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step, loss_of, batches
+
+
+def speed(batch: int, steps: int, warmup: int = 6) -> dict:
+    use = _install_switch()
+    models = {v: _model("none" if v == "fp32" else "8bit", batch, warmup + steps)[::2] for v in VARIANTS}
+    seconds = dict.fromkeys(VARIANTS, 0.0)
+    tokens = dict.fromkeys(VARIANTS, 0)
+    for i in range(warmup + steps):
+        for variant in VARIANTS[i % 3:] + VARIANTS[:i % 3]:  # rotate the order every batch
+            step, batches = models[variant]
+            use(variant)
+            start = time.perf_counter()
+            step(batches[i])
+            if i >= warmup:
+                seconds[variant] += time.perf_counter() - start
+                tokens[variant] += int(batches[i]["attention_mask"].sum())
+    rate = {v: tokens[v] / seconds[v] for v in VARIANTS}
+    return {"batch_size": batch, "timed_steps": steps, "tokens_per_s": rate,
+            "ratio_to_fp32": {v: rate[v] / rate["fp32"] for v in VARIANTS}}
+
+
+def graph_bytes(variant: str) -> dict:
+    """Bytes the autograd graph holds after one forward of the 32 longest training tweets."""
+    use = _install_switch()
+    use(variant)
+    _, loss_of, batches = _model("none" if variant == "fp32" else "8bit", 32, 1, longest=True)
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                  "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+
+    def in_use() -> int:
+        info = libc.mallinfo2()
+        return info.uordblks + info.hblkhd
+
+    for _ in range(2):
+        loss_of(batches[0]).backward()
+    gc.collect()
+    before = in_use()
+    loss = loss_of(batches[0])
+    held = in_use() - before
+    del loss
+    return {"variant": variant, "shape": list(batches[0]["input_ids"].shape), "graph_mb": held / 2**20}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=42)
+    parser.add_argument("--only", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO / "src"))
+    if args.only:
+        kind, value = args.only
+        result = speed(int(value), args.steps) if kind == "speed" else graph_bytes(value)
+        print(json.dumps(result))
+        return 0
+
+    def child(*only: str) -> dict:
+        proc = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--only", *only],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"{only} failed")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    speeds = [child("speed", str(batch)) for batch in (16, 32)]
+    memory = [child("memory", variant) for variant in VARIANTS]
+    from skewtune.utils.io import atomic_write_json, atomic_write_text
+
+    summary = {"speed": speeds, "memory": memory}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(RESULTS / "int8_matmul.json", summary)
+    lines = ["| batch | fp32 tokens/s | 8-bit stock MatMul8bitFp | 8-bit skewtune | skewtune ÷ stock |",
+             "|---:|---:|---:|---:|---:|"]
+    for s in speeds:
+        r, t = s["ratio_to_fp32"], s["tokens_per_s"]
+        lines.append(f"| {s['batch_size']} | {t['fp32']:.0f} | {t['8bit_stock']:.0f} ({r['8bit_stock']:.3f}× fp32) | "
+                     f"{t['8bit_skewtune']:.0f} ({r['8bit_skewtune']:.3f}× fp32) | "
+                     f"{t['8bit_skewtune'] / t['8bit_stock']:.3f} |")
+    lines += ["", "| variant | autograd graph after the forward, MB (32 × "
+              f"{memory[0]['shape'][1]} tokens) |", "|---|---:|"]
+    lines += [f"| {m['variant']} | {m['graph_mb']:.1f} |" for m in memory]
+    atomic_write_text(RESULTS / "int8_matmul.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
