@@ -84,7 +84,10 @@ class ProbedClock:
         self._steps = 0
 
     def _probe(self) -> float:
-        return gemm_peak_gflops(repeats=3, dtype=self.dtype, warmup=10 if self.dtype == "bf16" else 2)
+        # bf16 (AMX) reaches its peak only after several calls: a short bf16 probe under-states it 2-3x
+        if self.dtype == "bf16":
+            return gemm_peak_gflops(dtype="bf16")
+        return gemm_peak_gflops(repeats=3, warmup=2)
 
     def start(self) -> None:
         self._peak = self._probe()
@@ -164,6 +167,12 @@ def _macro_f1(model, tokenizer) -> float:
 
 def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
     """One configuration, in this (fresh) process."""
+    recipe_batch = name.endswith("_recipe_batch")
+    if recipe_batch:
+        sys.path.insert(0, str(REPO / "src"))
+        from skewtune.training.config import load_yaml
+
+        batch = int(load_yaml(REPO / "recipes" / "configs" / "lora_sentiment.yaml")["per_device_train_batch_size"])
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -347,7 +356,8 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
 
 PREDICT = ["e_predict_unmerged", "e_predict_unmerged_bf16", "e_predict_unmerged_8bit", "e_predict_unmerged_8bit_bf16",
            "e_predict_merged_fp32", "e_predict_merged"]
-CONFIGS = ["a_article_full_ft", "b_peft_trainer", "c_skewtune_8bit", "d_skewtune_fp32",
+# ``c_skewtune_8bit_recipe_batch``: (c) at the main recipe's own batch size (32), for its MFU as users run it
+CONFIGS = ["a_article_full_ft", "b_peft_trainer", "c_skewtune_8bit", "d_skewtune_fp32", "c_skewtune_8bit_recipe_batch",
            *PREDICT, *(name + "_b1" for name in PREDICT)]
 # ``--quick``: the rows the goals are read from (default merged vs default unmerged, and the same precision)
 QUICK = [*CONFIGS[:4], "e_predict_unmerged", "e_predict_unmerged_bf16", "e_predict_unmerged_8bit", "e_predict_merged",
@@ -428,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     by = {r["config"]: r for r in rows}
     ref = by.get("b_peft_trainer")
     for r in rows:
-        r["ratio_to_b"] = r["samples_per_s"] / ref["samples_per_s"] if ref and r["train"] else None
+        same_batch = ref and r["train"] and r["batch_size"] == ref["batch_size"]
+        r["ratio_to_b"] = r["samples_per_s"] / ref["samples_per_s"] if same_batch else None
     summary = {
         "note": "one run, each configuration in its own subprocess (honest peak RSS), same data and batch size",
         "gemm_peak_gflops_fp32": peak,
@@ -467,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"({os.cpu_count()} cores); MFU is against the peak of the row's dtype probed before every {WINDOW} timed "
                  f"training steps and every prediction pass (column GEMM peak: their time-weighted mean; fp32 probes "
                  f"{fp32_peaks[0]:.0f}–{fp32_peaks[-1]:.0f}); macro-F1 on the same {EVAL_ROWS} test "
-                 f"tweets after the same training steps; `_b1`: predict one text per call; labels as fp32: share of "
+                 f"tweets after the same training steps (`_recipe_batch`: the main recipe's batch of 32, so twice the rows; "
+                 f"no ratio to (b)); `_b1`: predict one text per call; labels as fp32: share of "
                  f"predicted labels equal to the same adapter's unmerged path at its training precision.")
     for key in ("c_over_a", "c_over_b", "macro_f1_c_minus_b", *sorted(k for k in summary if k.startswith("merged"))):
         if key in summary:

@@ -12,7 +12,7 @@ Upstream problems (bitsandbytes 0.48–0.50, ``bitsandbytes/autograd/_functions.
 
 :func:`patch_cpu_int8_matmul` routes CPU calls with frozen int8 weights, in both modes, to
 :class:`DequantizedInt8Matmul`: ``y = A · (CB · s)ᵀ + b`` with ``s = SCB / 127`` per output row, the same
-dequantize + GEMM as ``MatMul8bitFp`` (bit-identical outputs), saving only ``CB`` and ``s`` and recomputing the
+dequantize + GEMM calls as ``MatMul8bitFp`` (bit-identical outputs and input gradients), saving only ``CB`` and ``s`` and recomputing the
 fp32 weight in the backward (``∂L/∂A = ∂L/∂y · (CB · s)``), so memory stays at int8. GPU calls, trainable int8
 weights and ``out=`` calls keep bitsandbytes' own path. Outlier thresholds don't apply to the dequantized path
 (weights are used at full int8 precision with fp32 activations, which is at least as exact).
