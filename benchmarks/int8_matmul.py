@@ -93,7 +93,10 @@ def _model(quant: str, batch: int, n_batches: int, longest: bool = False):
 
 def speed(batch: int, steps: int, warmup: int = 6) -> dict:
     use = _install_switch()
-    models = {v: _model("none" if v == "fp32" else "8bit", batch, warmup + steps)[::2] for v in VARIANTS}
+    models = {}
+    for variant in VARIANTS:
+        step, _, batches = _model("none" if variant == "fp32" else "8bit", batch, warmup + steps)
+        models[variant] = step, batches
     seconds = dict.fromkeys(VARIANTS, 0.0)
     tokens = dict.fromkeys(VARIANTS, 0)
     for i in range(warmup + steps):

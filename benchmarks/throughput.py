@@ -69,6 +69,12 @@ def gemm_peak_gflops(sizes: tuple[int, ...] = (1024, 2048), repeats: int = 10, d
 WINDOW = 10  # timed steps between two GEMM-peak probes
 
 
+def probe_peak(dtype: str = "fp32") -> float:
+    """A short GEMM-peak probe; bf16 (AMX) reaches its peak only after several calls, and a 3-repeat bf16 probe
+    under-stated it 2-3x, so bf16 takes the full measurement."""
+    return gemm_peak_gflops(dtype="bf16") if dtype == "bf16" else gemm_peak_gflops(repeats=3, warmup=2)
+
+
 class ProbedClock:
     """Times steps in windows of ``WINDOW``, each preceded by a short GEMM-peak probe (not timed).
 
@@ -83,14 +89,8 @@ class ProbedClock:
         self._peak = self._mark = 0.0
         self._steps = 0
 
-    def _probe(self) -> float:
-        # bf16 (AMX) reaches its peak only after several calls: a short bf16 probe under-states it 2-3x
-        if self.dtype == "bf16":
-            return gemm_peak_gflops(dtype="bf16")
-        return gemm_peak_gflops(repeats=3, warmup=2)
-
     def start(self) -> None:
-        self._peak = self._probe()
+        self._peak = probe_peak(self.dtype)
         self._steps = 0
         self._mark = time.perf_counter()
 
@@ -167,8 +167,7 @@ def _macro_f1(model, tokenizer) -> float:
 
 def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
     """One configuration, in this (fresh) process."""
-    recipe_batch = name.endswith("_recipe_batch")
-    if recipe_batch:
+    if name.endswith("_recipe_batch"):
         sys.path.insert(0, str(REPO / "src"))
         from skewtune.training.config import load_yaml
 
@@ -326,7 +325,7 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
         # each pass preceded by a GEMM-peak probe of the row's dtype; MFU uses the best pass and its own probe
         passes, probes = [], []
         for _ in range(5):
-            probes.append(ProbedClock(result["dtype"] if result["dtype"] == "bf16" else "fp32")._probe())
+            probes.append(probe_peak(result["dtype"]))
             start = time.perf_counter()
             with clf.compute_context():
                 logits = predict_logits(clf.model, split, collator, per_call, clf.device)
