@@ -18,9 +18,10 @@ import gc
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from torch_compile import training_step  # this folder is on sys.path when the script runs
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -56,46 +57,12 @@ def _install_switch():
     return use
 
 
-def _model(quant: str, batch: int, n_batches: int, longest: bool = False):
-    import torch
-
-    from skewtune.data import LengthGroupedBatchSampler
-    from skewtune.training import TrainConfig, prepare
-    from skewtune.training.loop import configure_threads, logits_of
-
-    cfg = TrainConfig(dataset="tweets", quant=quant, target_modules="attention", output_dir=tempfile.mkdtemp(),
-                      overwrite_output_dir=True, per_device_train_batch_size=batch, baselines=False,
-                      report_plots=False, max_train_samples=3000, max_eval_samples=64, lora_dropout=0.0,
-                      backbone_dropout=0.0)
-    run = prepare(cfg, recipe="bench")
-    configure_threads(run.accelerator)
-    split = run.tokenized["train"]
-    if longest:
-        groups = [sorted(range(len(split.lengths)), key=lambda i: -split.lengths[i])[:batch]]
-    else:
-        groups = list(LengthGroupedBatchSampler(split.lengths, batch, seed=0, indices=list(range(n_batches * batch))))
-    batches = [run.collator([split[i] for i in g]) for g in groups[:n_batches]]
-    model = run.model
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def loss_of(b):
-        return loss_fn(logits_of(model, b), b["labels"])
-
-    def step(b) -> None:
-        loss_of(b).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step, loss_of, batches
-
-
 def speed(batch: int, steps: int, warmup: int = 6) -> dict:
     use = _install_switch()
     models = {}
     for variant in VARIANTS:
-        step, _, batches = _model("none" if variant == "fp32" else "8bit", batch, warmup + steps)
+        step, batches, _ = training_step("none" if variant == "fp32" else "8bit", warmup + steps, batch=batch,
+                                         rows=(warmup + steps) * batch)
         models[variant] = step, batches
     seconds = dict.fromkeys(VARIANTS, 0.0)
     tokens = dict.fromkeys(VARIANTS, 0)
@@ -117,7 +84,8 @@ def graph_bytes(variant: str) -> dict:
     """Bytes the autograd graph holds after one forward of the 32 longest training tweets."""
     use = _install_switch()
     use(variant)
-    _, loss_of, batches = _model("none" if variant == "fp32" else "8bit", 32, 1, longest=True)
+    _, batches, loss_of = training_step("none" if variant == "fp32" else "8bit", 1, batch=32, rows=3000,
+                                        longest=True)
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",

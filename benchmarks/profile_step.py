@@ -18,7 +18,7 @@ from torch_compile import training_step  # this folder is on sys.path when the s
 def main(quant: str) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    step, batches = training_step(quant, 40)
+    step, batches, _ = training_step(quant, 40)
     for batch in batches[:10]:
         step(batch)
     with profile(activities=[ProfilerActivity.CPU]) as prof:

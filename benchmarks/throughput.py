@@ -85,7 +85,7 @@ class ProbedClock:
 
     def __init__(self, dtype: str = "fp32") -> None:
         self.dtype = dtype
-        self.windows: list[tuple[float, float, int]] = []  # (seconds, peak GFLOP/s, steps)
+        self.windows: list[tuple[float, float]] = []  # (seconds, peak GFLOP/s)
         self._peak = self._mark = 0.0
         self._steps = 0
 
@@ -97,12 +97,12 @@ class ProbedClock:
     def step(self) -> None:
         self._steps += 1
         if self._steps == WINDOW:
-            self.windows.append((time.perf_counter() - self._mark, self._peak, self._steps))
+            self.windows.append((time.perf_counter() - self._mark, self._peak))
             self.start()
 
     def stop(self) -> None:
         if self._steps:
-            self.windows.append((time.perf_counter() - self._mark, self._peak, self._steps))
+            self.windows.append((time.perf_counter() - self._mark, self._peak))
             self._steps = 0
 
     @property

@@ -20,10 +20,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def training_step(quant: str, n_batches: int, compiled: bool = False) -> tuple:
-    """The main recipe's LoRA settings (no dropout) on ``quant``: (one optimizer step on a batch, the batches).
+def training_step(quant: str, n_batches: int, compiled: bool = False, batch: int = 16, rows: int = 800,
+                  longest: bool = False) -> tuple:
+    """The main recipe's LoRA settings (no dropout) on ``quant``: (one optimizer step on a batch, the batches,
+    the loss of a batch — a forward only).
 
-    ``n_batches`` length-grouped batches of 16 tweets, collated once. Shared with ``profile_step.py``.
+    ``n_batches`` length-grouped batches of ``batch`` tweets drawn from the first ``rows`` training rows (``longest``:
+    one batch of the ``batch`` longest training tweets), collated once. Shared with ``profile_step.py`` and
+    ``int8_matmul.py``.
     """
     import torch
 
@@ -32,30 +36,36 @@ def training_step(quant: str, n_batches: int, compiled: bool = False) -> tuple:
     from skewtune.training.loop import configure_threads, logits_of
 
     cfg = TrainConfig(dataset="tweets", quant=quant, target_modules="attention", output_dir=tempfile.mkdtemp(),
-                      overwrite_output_dir=True, per_device_train_batch_size=16, baselines=False, report_plots=False,
-                      max_train_samples=2000, max_eval_samples=64, lora_dropout=0.0, backbone_dropout=0.0)
+                      overwrite_output_dir=True, per_device_train_batch_size=batch, baselines=False,
+                      report_plots=False, max_train_samples=max(2000, rows), max_eval_samples=64, lora_dropout=0.0,
+                      backbone_dropout=0.0)
     run = prepare(cfg, recipe="bench")
     configure_threads(run.accelerator)
     split = run.tokenized["train"]
-    sampler = LengthGroupedBatchSampler(split.lengths, 16, seed=0, indices=list(range(800)))
-    batches = [run.collator([split[i] for i in b]) for b in list(sampler)[:n_batches]]
+    if longest:
+        groups = [sorted(range(len(split.lengths)), key=lambda i: -split.lengths[i])[:batch]]
+    else:
+        groups = list(LengthGroupedBatchSampler(split.lengths, batch, seed=0, indices=list(range(rows))))
+    batches = [run.collator([split[i] for i in g]) for g in groups[:n_batches]]
     model = run.model
     model.train()
     forward = torch.compile(model, dynamic=True) if compiled else model
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
 
+    def loss_of(batch: dict) -> torch.Tensor:
+        return loss_fn(logits_of(forward, batch), batch["labels"])
+
     def step(batch: dict) -> None:
-        loss = loss_fn(logits_of(forward, batch), batch["labels"])
-        loss.backward()
+        loss_of(batch).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return step, batches
+    return step, batches, loss_of
 
 
 def measure(quant: str, compiled: bool) -> dict:
-    step, batches = training_step(quant, 50, compiled)
+    step, batches, _ = training_step(quant, 50, compiled)
     start = time.perf_counter()
     for batch in batches[:10]:
         step(batch)
