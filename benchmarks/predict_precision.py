@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     import skewtune
     from skewtune.data import load_dataset_splits
     from skewtune.data.batching import PaddingCollator, tokenize_split
+    from skewtune.inference.precision import cpu_has_native_bf16
     from skewtune.utils.io import atomic_write_json, atomic_write_text
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['samples_per_s_b1']:.1f} | {r['speedup_b1']:.2f} | {r['macro_f1']:.4f} | "
                      f"{r['labels_as_trained']:.4f} |")
     lines.append(f"\nAdapter {args.adapter}; first {ROWS} test tweets; one run, {torch.get_num_threads()} threads; "
-                 f"CPU AMX-BF16: {bool(torch.cpu.get_capabilities().get('amx_bf16'))}.")
+                 f"CPU {torch.cpu.get_capabilities().get('cpu_name', '?')}, native bf16 (AMX-BF16 or AVX512-BF16): "
+                 f"{cpu_has_native_bf16()}.")
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_json(RESULTS / "predict_precision.json", {"adapter": args.adapter, "rows": rows})
     atomic_write_text(RESULTS / "predict_precision.md", "\n".join(lines) + "\n")

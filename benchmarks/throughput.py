@@ -8,7 +8,7 @@ Configurations, same backbone (MiniLM), same tweets, same batch size, same numbe
       LoRA r=8 on attention, its dropouts), length-grouped dynamic padding, its Accelerate loop
   (d) skewtune fp32 LoRA (same settings and loop, fp32 backbone)
   (e) skewtune inference: ``predict`` with the adapter merged into dense weights (``merged``: ``dtype=auto``,
-      which is bf16 on CPUs with AMX-BF16 and fp32 elsewhere; ``merged_fp32``) vs unmerged (an fp32-trained
+      which is bf16 on CPUs with AMX-BF16 or AVX512-BF16 and fp32 elsewhere; ``merged_fp32``) vs unmerged (an fp32-trained
       adapter, and ``_8bit``: the default adapter predicted as trained, on int8 layers; ``_bf16``: the same
       unmerged model at bf16, for the comparison at equal precision), in batches of 128 and one request at a
       time (``_b1``, where LoRA's extra small matmuls weigh most)
@@ -24,7 +24,8 @@ prediction pass (the best pass and its own probe) — the shared machine's speed
 training, the backward a frozen base still needs (input gradients: one more forward's worth) plus the
 adapter's own weight gradients (negligible) — 2× forward for (b)-(d), 3× for (a) (weight gradients too).
 
-    python benchmarks/throughput.py --quick      # 20 steps, the 6 prediction rows the goals use: ≤ 5 minutes
+    python benchmarks/throughput.py --quick      # 20 steps (article: 2), the 4 prediction rows the goals use, best
+                                                 # of 3 passes: ≤ 5 minutes
     python benchmarks/throughput.py              # more steps
 """
 
@@ -165,7 +166,7 @@ def _macro_f1(model, tokenizer) -> float:
     return float(f1_score(labels, logits.argmax(-1).tolist(), average="macro"))
 
 
-def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
+def run_config(name: str, steps: int, warmup: int, batch: int, passes: int = 5) -> dict:
     """One configuration, in this (fresh) process."""
     if name.endswith("_recipe_batch"):
         sys.path.insert(0, str(REPO / "src"))
@@ -321,22 +322,23 @@ def run_config(name: str, steps: int, warmup: int, batch: int) -> dict:
 
         split = tokenize_split(clf.tokenizer, texts_pred, None, 128)
         collator = PaddingCollator(clf.tokenizer.pad_token_id)
-        # best of 5 passes: a few seconds per pass, so one pass moved ±25% between runs on the shared 2-core machine
-        # each pass preceded by a GEMM-peak probe of the row's dtype; MFU uses the best pass and its own probe
-        passes, probes = [], []
-        for _ in range(5):
+        # best of ``passes`` (5; ``--quick``: 3): a few seconds per pass, so one pass moved ±25% between runs on the
+        # shared 2-core machine; each pass preceded by a GEMM-peak probe of the row's dtype; MFU uses the best pass
+        # and its own probe
+        pass_seconds, probes = [], []
+        for _ in range(passes):
             probes.append(probe_peak(result["dtype"]))
             start = time.perf_counter()
             with clf.compute_context():
                 logits = predict_logits(clf.model, split, collator, per_call, clf.device)
-            passes.append(time.perf_counter() - start)
+            pass_seconds.append(time.perf_counter() - start)
         # labels of the predicted texts: agreement with the same adapter's fp32 unmerged path (``main``)
         result["labels"] = logits.argmax(-1).tolist()
-        seconds = min(passes)
-        result["gemm_peak_gflops"] = probes[passes.index(seconds)]
+        seconds = min(pass_seconds)
+        result["gemm_peak_gflops"] = probes[pass_seconds.index(seconds)]
         result["window_peaks"] = probes
         result["predict_batch_size"] = per_call
-        result["pass_seconds"] = passes
+        result["pass_seconds"] = pass_seconds
         tokens = sum(split.lengths)
         result.update(train=False, full_ft=False, seconds=seconds, samples=len(texts_pred), tokens=tokens,
                       mean_len=tokens / len(texts_pred))
@@ -358,9 +360,18 @@ PREDICT = ["e_predict_unmerged", "e_predict_unmerged_bf16", "e_predict_unmerged_
 # ``c_skewtune_8bit_recipe_batch``: (c) at the main recipe's own batch size (32), for its MFU as users run it
 CONFIGS = ["a_article_full_ft", "b_peft_trainer", "c_skewtune_8bit", "d_skewtune_fp32", "c_skewtune_8bit_recipe_batch",
            *PREDICT, *(name + "_b1" for name in PREDICT)]
-# ``--quick``: the rows the goals are read from (default merged vs default unmerged, and the same precision)
-QUICK = [*CONFIGS[:4], "e_predict_unmerged", "e_predict_unmerged_bf16", "e_predict_unmerged_8bit", "e_predict_merged",
-         "e_predict_unmerged_8bit_b1", "e_predict_merged_b1"]
+# ``--quick``: the rows the goals are read from (default merged vs default unmerged; the full run adds the
+# comparisons at equal precision)
+QUICK = [*CONFIGS[:4], "e_predict_unmerged_8bit", "e_predict_merged", "e_predict_unmerged_8bit_b1", "e_predict_merged_b1"]
+
+
+def cpu_description() -> str:
+    """The CPU's name and its bf16 units (the precision ``dtype=auto`` picks for merged prediction depends on them)."""
+    import torch
+
+    caps = torch.cpu.get_capabilities()
+    units = [name for name in ("amx_bf16", "avx512_bf16") if caps.get(name)] or ["no native bf16"]
+    return f"{caps.get('cpu_name', 'unknown CPU')} ({', '.join(units)})"
 
 
 def predict_ratios(by: dict[str, dict]) -> dict[str, float]:
@@ -400,14 +411,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--passes", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--configs", nargs="*", default=None,
                         help="also c_skewtune_8bit_amp_bf16 / d_skewtune_fp32_amp_bf16: training under bf16 autocast")
     parser.add_argument("--name", default="throughput", help="results file stem under benchmarks/results/")
     args = parser.parse_args(argv)
     if args.only:  # child process: one configuration
         steps = args.steps
-        warmup = 2 if args.only.startswith("a_") else 5
-        print(json.dumps(run_config(args.only, steps, warmup, args.batch_size)))
+        warmup = (1 if args.quick else 2) if args.only.startswith("a_") else 5
+        print(json.dumps(run_config(args.only, steps, warmup, args.batch_size, args.passes or 5)))
         return 0
     steps = args.steps or (20 if args.quick else 60)
     peak = gemm_peak_gflops()
@@ -417,10 +429,14 @@ def main(argv: list[str] | None = None) -> int:
     cache = tempfile.mkdtemp(prefix="throughput-adapters-")
     rows = []
     for name in args.configs or (QUICK if args.quick else CONFIGS):
-        n_steps = max(3, steps // 5) if name.startswith("a_") else steps
+        # the article's recipe runs at about 1 sample/s: a fifth of the steps (``--quick``: 2 after 1 warm-up step)
+        n_steps = steps
+        if name.startswith("a_"):
+            n_steps = 2 if args.quick else max(3, steps // 5)
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--only", name, "--steps", str(n_steps),
-                               "--batch_size", str(args.batch_size)], capture_output=True, text=True,
+                               "--batch_size", str(args.batch_size), "--passes", str(3 if args.quick else 5),
+                               *(["--quick"] if args.quick else [])], capture_output=True, text=True,
                               env=dict(os.environ, TOKENIZERS_PARALLELISM="false", **{ADAPTER_CACHE: cache}))
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
@@ -444,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         "gemm_peak_gflops_fp32": peak,
         "gemm_peak_gflops_bf16": peak_bf16,
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_description(),
         "quick": args.quick,
         "rows": rows,
     }
@@ -474,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['backbone_bytes'] / 1e6:.1f} |")
     fp32_peaks = sorted(p for r in rows if r.get("dtype") != "bf16" for p in r["window_peaks"])
     lines.append(f"\nGEMM peaks at the start of the run: fp32 {peak:.0f}, bf16 {peak_bf16:.0f} GFLOP/s "
-                 f"({os.cpu_count()} cores); MFU is against the peak of the row's dtype probed before every {WINDOW} timed "
+                 f"({os.cpu_count()} cores, {summary['cpu']}); MFU is against the peak of the row's dtype probed before every {WINDOW} timed "
                  f"training steps and every prediction pass (column GEMM peak: their time-weighted mean; fp32 probes "
                  f"{fp32_peaks[0]:.0f}–{fp32_peaks[-1]:.0f}); macro-F1 on the same {EVAL_ROWS} test "
                  f"tweets after the same training steps (`_recipe_batch`: the main recipe's batch of 32, so twice the rows; "

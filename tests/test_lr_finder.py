@@ -24,6 +24,14 @@ def test_ramp_smoothing_and_rule() -> None:
     curve = [1.0 - 0.8 / (1 + math.exp(-4 * (x + 3))) + (5.0 if x > -0.5 else 0.0) for x in log_lr]
     chosen, rule = lr_finder.choose_learning_rate(lrs, curve, skip=3)
     assert rule == "steepest_descent" and chosen == pytest.approx(1e-3, rel=0.3)
+    # flat and noisy, then a cliff right before divergence (recorded on the toy task, 24-step ramp 1e-6 → 1):
+    # the steepest point (0.050) sits one step below the minimum (0.090), where training diverged; capped at
+    # (lr at the minimum) / 10
+    cliff = [0.6938, 0.7003, 0.6980, 0.6920, 0.6889, 0.6923, 0.6946, 0.7000, 0.6996, 0.6920, 0.6886, 0.6891,
+             0.6899, 0.6952, 0.6960, 0.6941, 0.6928, 0.6924, 0.6850, 0.5539, 0.9971, 0.7526, 0.6779, 0.8137]
+    ramp = lr_finder.exponential_ramp(1e-6, 1.0, 24)
+    chosen, rule = lr_finder.choose_learning_rate(ramp, cliff, skip=2)
+    assert rule == "min_loss_div_10" and chosen == pytest.approx(ramp[19] / 10) and chosen < ramp[18]
     # a curve that only rises: fall back to (lr at the minimum) / 10
     chosen, rule = lr_finder.choose_learning_rate(lrs[:20], [1.0 + i for i in range(20)], skip=3)
     assert rule == "min_loss_div_10" and chosen == pytest.approx(1e-7)

@@ -88,11 +88,36 @@ def test_predict_precision_merged_and_unmerged(trained: Path, monkeypatch: pytes
     low = bf16.logits(texts)
     assert low.dtype == torch.float32 and (low - reference).abs().max() < 0.05 * reference.abs().max() + 0.02
     assert (low.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.9
-    # auto: merged runs in bf16 only where the CPU multiplies bf16 natively (AMX)
+    # auto: merged runs in bf16 only where the CPU multiplies bf16 natively (AMX-BF16 or AVX512-BF16)
     for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
         monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
         assert precision.resolve_dtype("auto", merged=True, device=torch.device("cpu")) == expected
         assert precision.resolve_dtype("auto", merged=False, device=torch.device("cpu")) == torch.float32
+
+
+@pytest.mark.parametrize(("capabilities", "native"), [
+    ({"amx_bf16": True, "avx512_bf16": True}, True),  # Intel Sapphire Rapids and later
+    ({"amx_bf16": False, "avx512_bf16": True}, True),  # AMD Zen 4, Intel Cooper Lake
+    ({"amx_bf16": False, "avx512_bf16": False, "avx2": True}, False),  # bf16 emulated: slower than fp32
+    ({}, False),
+])
+def test_native_bf16_detection(capabilities: dict, native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from skewtune.inference import precision
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert precision.cpu_has_native_bf16() is native
+    expected = torch.bfloat16 if native else torch.float32
+    assert precision.resolve_dtype("auto", merged=True, device=torch.device("cpu")) == expected
+
+
+def test_native_bf16_detection_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    from skewtune.inference import precision
+
+    def broken() -> dict:
+        raise RuntimeError("cpuinfo unavailable")
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", broken)
+    assert precision.cpu_has_native_bf16() is False
 
 
 @pytest.mark.parametrize("kind", ["ia3", "dora", "prefix", "prompt"])

@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--merge", action="store_true", help="fold LoRA into a dense backbone (faster)")
     parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="compute precision; auto: fp32 unmerged, bf16 merged where the hardware has native "
-                             "bf16 (AMX CPUs, CUDA), else fp32")
+                             "bf16 (CPUs with AMX-BF16 or AVX512-BF16, CUDA), else fp32")
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--encoding", default="utf-8")
     parser.set_defaults(func=_run)
