@@ -411,7 +411,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--passes", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--configs", nargs="*", default=None,
                         help="also c_skewtune_8bit_amp_bf16 / d_skewtune_fp32_amp_bf16: training under bf16 autocast")
     parser.add_argument("--name", default="throughput", help="results file stem under benchmarks/results/")
@@ -419,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:  # child process: one configuration
         steps = args.steps
         warmup = (1 if args.quick else 2) if args.only.startswith("a_") else 5
-        print(json.dumps(run_config(args.only, steps, warmup, args.batch_size, args.passes or 5)))
+        print(json.dumps(run_config(args.only, steps, warmup, args.batch_size, passes=3 if args.quick else 5)))
         return 0
     steps = args.steps or (20 if args.quick else 60)
     peak = gemm_peak_gflops()
@@ -435,8 +434,8 @@ def main(argv: list[str] | None = None) -> int:
             n_steps = 2 if args.quick else max(3, steps // 5)
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--only", name, "--steps", str(n_steps),
-                               "--batch_size", str(args.batch_size), "--passes", str(3 if args.quick else 5),
-                               *(["--quick"] if args.quick else [])], capture_output=True, text=True,
+                               "--batch_size", str(args.batch_size), *(["--quick"] if args.quick else [])],
+                              capture_output=True, text=True,
                               env=dict(os.environ, TOKENIZERS_PARALLELISM="false", **{ADAPTER_CACHE: cache}))
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)

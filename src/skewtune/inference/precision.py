@@ -4,10 +4,10 @@
 training run's evaluation). A merged adapter is a plain dense model exported for serving, so ``auto`` runs it in
 bf16 where the hardware multiplies bf16 natively: CUDA GPUs with bf16 support, and CPUs with AMX-BF16 tiles
 (Intel Sapphire Rapids and later) or AVX512-BF16 dot products (AMD Zen 4 and later, Intel Cooper Lake). Measured
-with the main job's adapter, merged bf16 vs merged fp32 in batches of 128: 3.2× on a Xeon with AMX, 99.27% of
-labels as predicted unmerged as trained, macro-F1 0.7731 vs 0.7745 (``benchmarks/results/predict_precision.md``);
-an AMD EPYC with AVX512-BF16 multiplied 2,048² bf16 GEMMs at 2.8× its fp32 rate (360 vs 129 GFLOP/s). Elsewhere
-it stays fp32 (bf16 without either is emulated, slower than fp32).
+with the main job's adapter, merged bf16 vs merged fp32 in batches of 128: 2.2× on an AMD EPYC with AVX512-BF16,
+99.32% of labels as predicted unmerged as trained, macro-F1 0.7737 vs 0.7745
+(``benchmarks/results/predict_precision.md``); 3.2× on a Xeon with AMX (``predict_precision_xeon_amx.md``).
+Elsewhere it stays fp32 (bf16 without either is emulated, slower than fp32).
 """
 
 from __future__ import annotations
