@@ -369,8 +369,11 @@ def cpu_description() -> str:
     """The CPU's name and its bf16 units (the precision ``dtype=auto`` picks for merged prediction depends on them)."""
     import torch
 
+    sys.path.insert(0, str(REPO / "src"))
+    from skewtune.inference.precision import NATIVE_BF16_UNITS
+
     caps = torch.cpu.get_capabilities()
-    units = [name for name in ("amx_bf16", "avx512_bf16") if caps.get(name)] or ["no native bf16"]
+    units = [name for name in NATIVE_BF16_UNITS if caps.get(name)] or ["no native bf16"]
     return f"{caps.get('cpu_name', 'unknown CPU')} ({', '.join(units)})"
 
 

@@ -20,6 +20,8 @@ from skewtune.errors import ConfigError
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHOICES = ("auto", *DTYPES)
+# ``torch.cpu.get_capabilities()`` keys of CPU units that multiply bf16 natively
+NATIVE_BF16_UNITS = ("amx_bf16", "avx512_bf16")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -27,7 +29,7 @@ def cpu_has_native_bf16() -> bool:
     get = getattr(torch.cpu, "get_capabilities", None)
     try:
         capabilities = get() if get else {}
-        return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
+        return any(capabilities.get(unit) for unit in NATIVE_BF16_UNITS)
     except Exception:  # capability probing must never stop a prediction
         return False
 
