@@ -22,13 +22,9 @@ fp32 word embedding), ``4bit+emb4`` (+ NF4 word embedding). ``backbone_bytes`` i
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import contextlib
 import datetime as _dt
 import io
-import multiprocessing
-import os
-import platform
 import resource
 import sys
 import tempfile
@@ -37,10 +33,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from skewtune.utils.stats import library_versions
+import harness  # beside this script
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
 ADAPTERS = ("lora", "dora", "rslora", "prefix", "ia3", "prompt")
 # mode -> (--quant, --quantize_embeddings)
 MODES: dict[str, tuple[str, bool]] = {
@@ -64,6 +58,7 @@ SHARED = {
     "per_device_eval_batch_size": 128, "lora_r": 8, "lora_alpha": 16.0, "lora_dropout": 0.1,
     "target_modules": "attention", "num_virtual_tokens": 16, "lr_scheduler_type": "linear", "warmup_ratio": 0.06,
     "seed": 42, "eval_every_epoch": False, "baselines": False, "report_plots": False,
+    "backbone_dropout": None, "sampler": None,  # the values these results were measured with (TrainConfig's old defaults)
 }
 PRELOAD = ["torch", "transformers", "peft", "accelerate", "bitsandbytes", "skewtune.training", "skewtune.adapters",
            "skewtune.backbones", "skewtune.data"]
@@ -116,13 +111,6 @@ def run_config(settings: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # pragma: no cover
-        return None
-
-
 def markdown(result: dict[str, Any]) -> str:
     """The README table: one row per adapter × mode."""
     s = result["settings"]
@@ -166,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="appended to the JSON 'note' (e.g. machine load)")
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
-    args.load_at_start = _load_average()
+    args.load_at_start = harness.load_average()
     adapters = [a.strip() for a in args.adapters.split(",") if a.strip()]
     modes = [m.strip() for m in (args.modes or ",".join(QUICK_MODES if args.quick else MODES)).split(",") if m.strip()]
     bad = [a for a in adapters if a not in ADAPTERS] + [m for m in modes if m not in MODES]
@@ -185,11 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         preset["backbone"] = args.backbone
     settings = {**SHARED, **preset}
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
     started = time.perf_counter()
     runs: list[dict[str, Any]] = []
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
+    with harness.child_pool(PRELOAD) as pool:
         floor = pool.submit(_floor).result()
         fp32_bytes = pool.submit(_fp32_bytes, settings["backbone"]).result()
         for adapter in adapters:
@@ -198,14 +184,14 @@ def main(argv: list[str] | None = None) -> int:
                 config = {**settings, "adapter": adapter, "quant": quant, "quantize_embeddings": embeddings,
                           "learning_rate": str(LEARNING_RATES[adapter])}
                 row = {"adapter": adapter, "mode": mode, **pool.submit(run_config, config).result(),
-                       "load_average_after": _load_average()}
+                       "load_average_after": harness.load_average()}
                 runs.append(row)
                 status = row.get("error") or (f"F1 {row['eval_macro_f1']:.4f}  {row['backbone_bytes'] / 1e6:.1f} MB  "
                                               f"RSS {row['peak_rss_mb']:.0f} MB  {row['train_samples_per_second']:.1f}/s")
                 print(f"{adapter:7s} {mode:10s} {row['wall_s']:6.1f}s  {status}", flush=True)
                 _write(args, settings, adapters, modes, floor, fp32_bytes, started, runs, complete=False)
     result = _write(args, settings, adapters, modes, floor, fp32_bytes, started, runs, complete=True)
-    print(f"wrote {results_dir(args) / (args.name + '.json')} and .md in {result['total_wall_s']:.0f}s")
+    print(f"wrote {harness.results_path(args.name, args.quick)}.json and .md in {result['total_wall_s']:.0f}s")
     return 0 if all("error" not in r for r in runs) else 1
 
 
@@ -223,8 +209,8 @@ def _write(args: argparse.Namespace, settings: dict[str, Any], adapters: list[st
         "adapters": adapters,
         "modes": {m: {"quant": MODES[m][0], "quantize_embeddings": MODES[m][1]} for m in modes},
         "learning_rates": LEARNING_RATES,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), **library_versions(),
-                    "load_average_at_start": args.load_at_start, "load_average_now": _load_average()},
+        "machine": {**harness.machine(), "load_average_at_start": args.load_at_start,
+                    "load_average_now": harness.load_average()},
         "import_floor_mb": floor,
         "fp32_backbone_bytes": fp32_bytes,
         "total_wall_s": time.perf_counter() - started,
@@ -233,18 +219,8 @@ def _write(args: argparse.Namespace, settings: dict[str, Any], adapters: list[st
                  "seed). " + args.note).strip(),
         "runs": runs,
     }
-    folder = results_dir(args)
-    sys.path.insert(0, str(REPO / "src"))
-    from skewtune.utils.io import atomic_write_json, atomic_write_text
-
-    atomic_write_json(folder / f"{args.name}.json", result)
-    atomic_write_text(folder / f"{args.name}.md", markdown(result))
+    harness.write_results(harness.results_path(args.name, args.quick), result, markdown(result))
     return result
-
-
-def results_dir(args: argparse.Namespace) -> Path:
-    """benchmarks/results/ for measured runs; a --quick smoke run never overwrites those."""
-    return REPO / "outputs" / "benchmarks" if args.quick else RESULTS
 
 
 if __name__ == "__main__":

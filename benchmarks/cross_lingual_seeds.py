@@ -4,8 +4,8 @@ One seed of ``recipes/cross_lingual.py`` scores 300 English and 150 / 91 / 150 F
 so a single gap figure moves by a few points with the training seed alone. This script keeps the data fixed
 (the recipe's draw, ``--seed`` of the config) and retrains only the English sentiment task adapter with several
 training seeds (initialisation, dropout, batch order) and learning rates, then scores English in-language and
-zero-shot in each target language — the same library calls as the recipe (``prepare_task`` → ``train`` →
-``score``). Writes ``benchmarks/results/cross_lingual_seeds.{json,md}``.
+zero-shot in each target language — the recipe's own steps, imported from ``recipes/cross_lingual.py``
+(``build_task_data``, ``prepare_task`` → ``train`` → ``skewtune.crosslingual.score``). Writes ``benchmarks/results/cross_lingual_seeds.{json,md}``.
 
     python benchmarks/cross_lingual_seeds.py                                  # lr 1e-3 and 3e-3, seeds 42, 1, 2
     python benchmarks/cross_lingual_seeds.py --learning_rates 1e-3 --seeds 42,1
@@ -15,14 +15,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
-RECIPE_CONFIG = REPO / "recipes" / "configs" / "cross_lingual.yaml"
+import harness  # beside this script
+
+REPO = harness.REPO
+RECIPE = REPO / "recipes" / "cross_lingual.py"
+
+
+def load_recipe():
+    """``recipes/cross_lingual.py`` as a module (its settings, data and task-adapter steps)."""
+    spec = importlib.util.spec_from_file_location("cross_lingual_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve their module
+    spec.loader.exec_module(module)
+    return module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,17 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning_rates", default="1e-3,3e-3")
     parser.add_argument("--name", default="cross_lingual_seeds")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO / "src"))
-    from skewtune.crosslingual import experiment as xl
-    from skewtune.training.config import load_yaml
-    from skewtune.training.pipeline import quiet_libraries, train
-    from skewtune.utils.io import atomic_write_json, atomic_write_text
-    from skewtune.utils.stats import library_versions, mean_std
+    xl = load_recipe()
+    from skewtune.crosslingual import score
+    from skewtune.training.config import recipe_defaults
+    from skewtune.training.pipeline import train
+    from skewtune.utils.console import quiet_libraries
+    from skewtune.utils.stats import mean_std
 
     quiet_libraries()
     seeds = [int(s) for s in args.seeds.split(",")]
     rates = [r.strip() for r in args.learning_rates.split(",")]
-    base = xl.CrossLingualConfig(**{**load_yaml(RECIPE_CONFIG, xl.CrossLingualConfig), "tasks": "sentiment"})
+    base = xl.CrossLingualConfig(**{**recipe_defaults("cross_lingual", xl.CrossLingualConfig), "tasks": "sentiment"})
     base.validate()
     data = xl.build_task_data(base, "sentiment")  # one fixed draw of every split
     started = time.perf_counter()
@@ -53,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 run = xl.prepare_task(cfg, "sentiment", data, Path(tmp) / f"{rate}_{seed}")
                 train(run)
-                row = {"learning_rate": rate, "seed": seed, "en": xl.score(run, "test")["accuracy"],
+                row = {"learning_rate": rate, "seed": seed, "en": score(run, "test")["accuracy"],
                        "train_loss": run.state.history[-1]["train_loss"] if run.state.history else None}
                 for name in xl.add_target_splits(run, cfg, data):
-                    row[name.removeprefix("test_")] = xl.score(run, name)["accuracy"]
+                    row[name.removeprefix("test_")] = score(run, name)["accuracy"]
                 targets = [row[lang] for lang in data.targets]
                 row["target_mean"] = sum(targets) / len(targets)
                 row["gap_points"] = 100 * (row["en"] - row["target_mean"])
@@ -78,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "backbone": base.backbone, "quant": base.quant, "train_size": len(data.source.train_texts),
         "test_sizes": {"en": len(data.source.test_texts), **{k: len(v.test) for k, v in data.targets.items()}},
         "runs": runs, "summary": summary, "seconds_total": round(time.perf_counter() - started, 1),
-        "versions": library_versions()}
+        "machine": harness.machine()}
     head = "| lr | seed | EN | " + " | ".join(lang.upper() for lang in languages) + " | target mean | gap |"
     lines = [f"# Cross-lingual sentiment: zero-shot gap over training seeds (`{result['command']}`)", "",
              f"English task adapter (LoRA r=8, {base.backbone} {base.quant}) on {result['train_size']} English "
@@ -95,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{s['target_mean']['std']:.1f} | {s['gap_points']['mean']:+.1f} ± {s['gap_points']['std']:.1f} | "
                      f"{s['collapsed']} of {len(seeds)} |")
     lines += ["", f"{len(runs)} trainings, {result['seconds_total'] / 60:.1f} min on 2 CPU cores."]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULTS / f"{args.name}.json", result)
-    atomic_write_text(RESULTS / f"{args.name}.md", "\n".join(lines) + "\n")
+    harness.write_results(harness.results_path(args.name), result, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

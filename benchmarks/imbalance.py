@@ -13,8 +13,8 @@
 
 Data. The tweets corpus (CrowdFlower, 3 classes) deduplicated and split 80/10/10, stratified, with the fixed split
 seed 42 (``skewtune.data.load_dataset_splits``, as every recipe): negative 12,780 / neutral 11,550 / positive 5,432
-training tweets, natural ρ ≈ 2.35. For each ρ and seed the training split is subsampled per class to an
-exponential decay from the largest class, in natural-frequency order: class ``i`` (``i = 0`` the most frequent of
+training tweets, natural ρ ≈ 2.35. For each ρ and seed, :func:`skewtune.imbalance.long_tail_splits` (``random_state``
+the seed, ``test_random_state`` 0) subsamples the training split per class to an exponential decay from the largest class, in natural-frequency order: class ``i`` (``i = 0`` the most frequent of
 ``C`` classes) gets ``round(n_max · ρ^(−i/(C−1)))`` rows (at least 1); for ``natural`` the natural proportions
 scaled to the same ``n_max``. Inside a class the rows are the first ones of a permutation keyed by (seed, class):
 the seed changes both the subsample and the training seed, and for one seed a smaller class size is a prefix of a
@@ -55,9 +55,9 @@ test rows among a few pre-declared candidates is slightly optimistic: the per-se
 
 Cost: the largest plain training (ce, natural ρ, 932 rows × 1.5 epochs = 1,398 rows, then 916 validation + test
 rows) took 35 s wall — 25.5 s training (55 rows/s), 9.2 s prediction (100 rows/s), 0.5 s ``prepare`` — measured
-with one torch thread beside another job keeping both cores busy; ``benchmarks/results/throughput.json`` has 58
-training rows/s on 2 idle cores. The cost model of ``--dry_run`` (58 training rows/s, 100 predicted rows/s, 1.5 s
-per training) puts the full preset — 156 trainings of 12–1,200 rows × 1.5 epochs — at ≈ 66 min (≈ 42 training,
+with one torch thread beside another job keeping both cores busy (on the 2-core Intel Xeon these results were
+measured on, where the throughput benchmark then gave 58 training rows/s on idle cores). The cost model of
+``--dry_run`` (58 training rows/s, 100 predicted rows/s, 1.5 s per training) puts the full preset — 156 trainings of 12–1,200 rows × 1.5 epochs — at ≈ 66 min (≈ 42 training,
 ≈ 20 prediction, ≈ 4 overhead). On a contended CPU, two torch threads are ruinous (the same training ran at
 6 rows/s with 2 threads beside that job): ``--threads auto`` trains with 1 thread whenever other processes keep
 ≥ half a core busy, re-checked from ``/proc/stat`` before every training (scores did not change with the thread
@@ -70,16 +70,13 @@ markdown are rewritten after every training, the plot at the end.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import contextlib
 import datetime as _dt
 import hashlib
 import io
 import json
 import math
-import multiprocessing
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -91,22 +88,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from skewtune.utils.stats import library_versions, mean_std
+import harness  # beside this script
+
+from skewtune.imbalance import classes_by_frequency, long_tail_splits
+from skewtune.utils.stats import mean_std
 
 IMBALANCE_VERSIONS = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "imbalanced-learn", "scikit-learn")
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
+REPO = harness.REPO
 SPLIT_SEED = 42  # the canonical deduplicated 80/10/10 split every recipe uses
 TEST_SEED = 0  # the balanced test subset: one draw for every run
 KINDS = ("loss", "sampler", "augment", "post_hoc")
-# shared training settings: recipes/configs/lora_sentiment.yaml as it was when the benchmark ran (LoRA dropout 0.1,
+# shared training settings: the main recipe's (skewtune/configs/lora_sentiment.yaml) as they were when the benchmark ran (LoRA dropout 0.1,
 # the backbone's own dropout, no resampling), with max_length 64 (set per preset below)
 SHARED: dict[str, Any] = {
     "dataset": "tweets", "backbone": "minilm", "quant": "8bit", "adapter": "lora", "lora_r": 8, "lora_alpha": 16.0,
     "lora_dropout": 0.1, "target_modules": "attention", "learning_rate": "1e-3", "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 256, "lr_scheduler_type": "linear", "warmup_ratio": 0.06, "eval_every_epoch": False,
-    "baselines": False, "report_plots": False, "augment_ratio": 0.5, "sampler_ratio": None,
+    "baselines": False, "report_plots": False, "augment_ratio": 0.5, "sampler_ratio": None, "backbone_dropout": None,
 }
 FULL_METHODS = (
     "ce",
@@ -134,7 +133,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "val_min": 5, "test_per_class": 30, "epochs": 1.0, "max_length": 64},
 }
 GOALS = {"100": 10.0, "natural": 1.5}  # macro-F1 points the best combination must gain over ce at that ρ
-# cost model of --dry_run and the start banner (2 idle cores; benchmarks/results/throughput.json)
+# cost model of --dry_run and the start banner (2 idle cores of the Intel Xeon the benchmark ran on; throughput benchmark)
 TRAIN_PER_S = 58.0  # c_skewtune_8bit there; 55 rows/s measured here (ce, natural ρ, n_max 400: 1,398 rows in 25.5 s)
 PREDICT_PER_S = 100.0  # 160 at batch 16 there; 100 rows/s measured here (916 validation + test rows in 9.2 s)
 OVERHEAD_PER_TRAINING_S = 1.5  # fork + prepare (0.4–0.7 s measured) + checkpoint writes + the CPU-load probe
@@ -272,78 +271,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _round(x: float) -> int:
-    return int(math.floor(x + 0.5))
-
-
-def class_order(counts: dict[str, int]) -> list[str]:
-    """Classes from most to least frequent (ties: by name)."""
-    return sorted(counts, key=lambda c: (-counts[c], c))
-
-
-def target_sizes(natural_counts: dict[str, int], ratio: float | None, n_max: int, min_per_class: int = 1) -> dict[str, int]:
-    """Per-class sizes: ``round(n_max · ρ^(−i/(C−1)))`` for the ``i``-th most frequent of ``C`` classes, or the
-    natural proportions scaled to ``n_max`` when ``ratio`` is None; never below ``min_per_class``."""
-    if n_max < 1:
-        raise ValueError(f"n_max must be ≥ 1, got {n_max}")
-    order = class_order(natural_counts)
-    if len(order) < 2:
-        raise ValueError("a long-tail subsample needs at least 2 classes")
-    top = natural_counts[order[0]]
-    sizes: dict[str, int] = {}
-    for i, label in enumerate(order):
-        exact = n_max * natural_counts[label] / top if ratio is None else n_max * ratio ** (-i / (len(order) - 1))
-        sizes[label] = max(int(min_per_class), _round(exact))
-    return sizes
-
-
-def _permutation(n: int, seed: int, class_index: int, salt: int) -> list[int]:
-    import numpy as np
-
-    return np.random.default_rng([int(seed), int(class_index), int(salt)]).permutation(n).tolist()
-
-
-def _draw(texts: Sequence[str], labels: Sequence[str], sizes: dict[str, int], order: list[str], seed: int,
-          salt: int, what: str) -> tuple[list[str], list[str]]:
-    """The first ``sizes[c]`` rows of a seeded permutation of class ``c``'s rows, back in split order."""
-    from skewtune.errors import ConfigError
-
-    keep: list[int] = []
-    for index, label in enumerate(order):
-        rows = [i for i, y in enumerate(labels) if y == label]
-        if sizes[label] > len(rows):
-            raise ConfigError(f"the {what} split has {len(rows)} '{label}' rows, the subsample needs {sizes[label]}",
-                              "lower --n_max / --val_n_max / --test_per_class")
-        keep += [rows[j] for j in _permutation(len(rows), seed, index, salt)[: sizes[label]]]
-    keep.sort()
-    return [texts[i] for i in keep], [labels[i] for i in keep]
-
-
-def test_size_per_class(canonical: Any, cap: int) -> int:
-    return min(int(cap), min(Counter(canonical.test_labels).values()))
-
-
-def long_tail_splits(canonical: Any, ratio: float | None, n_max: int, seed: int, *, val_n_max: int, val_min: int,
-                     test_per_class: int) -> Any:
-    """The benchmark's :class:`~skewtune.data.Splits` for one ρ and seed (see the module docstring)."""
-    from skewtune.data import Splits
-
-    natural = dict(Counter(canonical.train_labels))
-    order = class_order(natural)
-    train_sizes = target_sizes(natural, ratio, n_max)
-    val_sizes = target_sizes(natural, ratio, val_n_max, min_per_class=val_min)
-    per_class = test_size_per_class(canonical, test_per_class)
-    tr_x, tr_y = _draw(canonical.train_texts, canonical.train_labels, train_sizes, order, seed, 1, "training")
-    va_x, va_y = _draw(canonical.validation_texts, canonical.validation_labels, val_sizes, order, seed, 2, "validation")
-    te_x, te_y = _draw(canonical.test_texts, canonical.test_labels, dict.fromkeys(order, per_class), order, TEST_SEED,
-                       3, "test")
-    info = {"ratio": ratio_key(ratio), "seed": seed, "class_order": order, "train_sizes": train_sizes,
-            "validation_sizes": val_sizes, "test_per_class": per_class,
-            "realized_ratio": train_sizes[order[0]] / train_sizes[order[-1]]}
-    return Splits(tr_x, tr_y, va_x, va_y, te_x, te_y, list(canonical.labels), name=f"{canonical.name}-longtail",
-                  language=canonical.language, info=info)
-
-
 def rows_fingerprint(splits: Any) -> str:
     digest = hashlib.sha256()
     for part in ("train", "validation", "test"):
@@ -369,8 +296,8 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
     try:
         import logging
 
+        from skewtune.inference.logits import predict_logits
         from skewtune.training import TrainConfig, prepare, train
-        from skewtune.training.loop import predict_logits
         from skewtune.training.pipeline import training_class_counts
 
         logging.getLogger("skewtune").setLevel(logging.WARNING)
@@ -655,47 +582,6 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 # ----------------------------------------------------------------------------------------------- driver
 
 
-def _load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # pragma: no cover
-        return None
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def busy_cores(window_s: float = 0.25) -> float | None:
-    """Cores kept busy by *other* processes right now (``/proc/stat`` over ``window_s``, while this benchmark
-    idles between trainings; unlike the load average it does not count the training that just finished)."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat", encoding="ascii") as handle:
-            fields = [int(x) for x in handle.readline().split()[1:9]]
-        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(window_s)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
-        return None
-    total = total1 - total0
-    return None if total <= 0 else _cores() * (1.0 - (idle1 - idle0) / total)
-
-
-def choose_threads(requested: str) -> int:
-    """``auto``: every core on an idle machine, 1 thread when other jobs keep ≥ half a core busy (two threads on
-    a contended 2-core CPU mostly wait on each other: see benchmarks/few_shot.py)."""
-    if requested != "auto":
-        return max(1, int(requested))
-    busy = busy_cores()
-    if busy is None:
-        busy = (_load_average() or [0.0])[0]
-    return 1 if busy >= 0.5 else _cores()
-
-
 def estimate_seconds(plan: Sequence[dict[str, Any]]) -> float:
     """Wall time of ``plan`` (one dict per training: train_rows, epochs, eval_rows) on 2 idle cores."""
     return sum(OVERHEAD_PER_TRAINING_S + p["train_rows"] * p["epochs"] / TRAIN_PER_S + p["eval_rows"] / PREDICT_PER_S
@@ -775,15 +661,15 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[s
 
 def run(args: argparse.Namespace, plan: dict[str, Any], out: Path, work: Path) -> dict[str, Any]:
     from skewtune.data import load_dataset_splits
-    from skewtune.utils.io import atomic_write_json, atomic_write_text
+    from skewtune.utils.io import atomic_write_json
 
     started = time.perf_counter()
-    load_at_start = _load_average()
-    threads = choose_threads(args.threads)  # re-chosen before every training when --threads auto
+    load_at_start = harness.load_average()
+    threads = harness.choose_threads(args.threads)  # re-chosen before every training when --threads auto
     methods: list[Method] = plan["methods"]
     bases = training_order(methods)
     canonical = load_dataset_splits("tweets", seed=SPLIT_SEED)
-    order = class_order(dict(Counter(canonical.train_labels)))
+    order = classes_by_frequency(dict(Counter(canonical.train_labels)))
     minority = order[-1]
     train_settings = {"num_train_epochs": float(plan["epochs"]), "max_length": int(plan["max_length"]),
                       "learning_rate": str(plan["learning_rate"])}
@@ -793,9 +679,10 @@ def run(args: argparse.Namespace, plan: dict[str, Any], out: Path, work: Path) -
     sizes: dict[str, dict[str, Any]] = {}
     for seed in plan["seeds"]:
         for ratio in plan["ratios"]:
-            splits = long_tail_splits(canonical, ratio, plan["n_max"], seed, val_n_max=plan["val_n_max"],
-                                      val_min=plan["val_min"], test_per_class=plan["test_per_class"])
-            info = splits.info
+            splits = long_tail_splits(canonical, ratio, plan["n_max"], random_state=seed, val_n_max=plan["val_n_max"],
+                                      val_min=plan["val_min"], test_per_class=plan["test_per_class"],
+                                      test_random_state=TEST_SEED)
+            info = {**splits.info, "ratio": ratio_key(ratio)}
             sizes.setdefault(info["ratio"], {"train": info["train_sizes"], "validation": info["validation_sizes"],
                                              "test_per_class": info["test_per_class"],
                                              "realized_ratio": info["realized_ratio"]})
@@ -853,8 +740,8 @@ def run(args: argparse.Namespace, plan: dict[str, Any], out: Path, work: Path) -
             "results": results,
             "goal": goal_check(results, methods),
             "plot": str(out.with_suffix(".png")) if complete else None,
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), **library_versions(IMBALANCE_VERSIONS),
-                        "load_average_at_start": load_at_start, "load_average_now": _load_average()},
+            "machine": {**harness.machine(IMBALANCE_VERSIONS), "load_average_at_start": load_at_start,
+                        "load_average_now": harness.load_average()},
             "total_wall_s": time.perf_counter() - started,
             "runs": runs,
             "per_seed": [{k: v for k, v in r.items() if k not in ("per_class_recall", "per_class_f1")} for r in records],
@@ -862,22 +749,14 @@ def run(args: argparse.Namespace, plan: dict[str, Any], out: Path, work: Path) -
 
     def write(complete: bool) -> dict[str, Any]:
         result = result_dict(complete)
-        written = [atomic_write_json(out.with_suffix(".json"), result),
-                   atomic_write_text(out.with_suffix(".md"), markdown(result))]
+        harness.write_results(out, result, markdown(result))
         if complete:
-            written.append(plot(result, out.with_suffix(".png")))
-        for path in written:  # mkstemp makes 0600 files; results are for everyone to read
-            with contextlib.suppress(OSError):
-                os.chmod(path, 0o644)
+            png = plot(result, out.with_suffix(".png"))
+            with contextlib.suppress(OSError):  # mkstemp makes 0600 files; results are for everyone to read
+                os.chmod(png, 0o644)
         return result
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-
-    def new_pool() -> concurrent.futures.ProcessPoolExecutor:
-        return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1)
-
-    pool = new_pool()
+    pool = harness.child_pool(PRELOAD)
     try:
         for number, job in enumerate(jobs, 1):
             cached = cache / f"{job['key']}.json"
@@ -887,7 +766,7 @@ def run(args: argparse.Namespace, plan: dict[str, Any], out: Path, work: Path) -
                 trained = json.loads(cached.read_text())
                 reused = True
             else:
-                threads = choose_threads(args.threads)
+                threads = harness.choose_threads(args.threads)
                 t_job = time.perf_counter()
                 try:
                     trained = pool.submit(train_one, {"config": job["config"], "splits": job["splits"],
@@ -896,13 +775,13 @@ def run(args: argparse.Namespace, plan: dict[str, Any], out: Path, work: Path) -
                     trained = {"error": "the training process died (killed, out of memory?)",
                                "wall_s": time.perf_counter() - t_job}
                     pool.shutdown(wait=False)
-                    pool = new_pool()
+                    pool = harness.child_pool(PRELOAD)
                 reused = False
                 if "error" not in trained:
                     atomic_write_json(cached, trained)
             row = {"training": label, "ratio": job["ratio"], "seed": job["seed"], "key": job["key"], "reused": reused,
                    **{k: v for k, v in trained.items() if not k.endswith(("_logits", "_labels")) and k != "labels"},
-                   "load_average_after": _load_average()}
+                   "load_average_after": harness.load_average()}
             runs.append(row)
             if "error" in trained:
                 log(f"[{number}/{len(jobs)}] ρ {job['ratio']:>7s} seed {job['seed']} {label:28s} FAILED: {trained['error']}")
@@ -933,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = resolve(args, parser)
     mode = "quick" if args.quick else "full"
     work = Path(args.work) if args.work else REPO / "outputs" / "imbalance" / mode
-    default_out = work / "imbalance" if args.quick else RESULTS / "imbalance"
+    default_out = work / "imbalance" if args.quick else harness.results_path("imbalance")
     out = Path(args.out) if args.out else default_out
     from skewtune.cli.main import run_guarded
 

@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-from torch_compile import training_step  # this folder is on sys.path when the script runs
+import harness  # beside this script
+from torch_compile import training_step
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
 VARIANTS = ("fp32", "8bit_stock", "8bit_skewtune")
 
 
@@ -113,28 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=42)
     parser.add_argument("--only", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO / "src"))
     if args.only:
         kind, value = args.only
-        result = speed(int(value), args.steps) if kind == "speed" else graph_bytes(value)
-        print(json.dumps(result))
+        harness.emit(speed(int(value), args.steps) if kind == "speed" else graph_bytes(value))
         return 0
 
     def child(*only: str) -> dict:
-        proc = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--only", *only],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"{only} failed")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        return harness.run_child(__file__, "--steps", str(args.steps), "--only", *only, env=harness.child_env(),
+                                 what=" ".join(only))
 
     speeds = [child("speed", str(batch)) for batch in (16, 32)]
     memory = [child("memory", variant) for variant in VARIANTS]
-    from skewtune.utils.io import atomic_write_json, atomic_write_text
-
-    summary = {"speed": speeds, "memory": memory}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULTS / "int8_matmul.json", summary)
+    summary = {"speed": speeds, "memory": memory, "command": "python benchmarks/int8_matmul.py"}
     lines = ["| batch | fp32 tokens/s | 8-bit stock MatMul8bitFp | 8-bit skewtune | skewtune ÷ stock |",
              "|---:|---:|---:|---:|---:|"]
     for s in speeds:
@@ -145,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "| variant | autograd graph after the forward, MB (32 × "
               f"{memory[0]['shape'][1]} tokens) |", "|---|---:|"]
     lines += [f"| {m['variant']} | {m['graph_mb']:.1f} |" for m in memory]
-    atomic_write_text(RESULTS / "int8_matmul.md", "\n".join(lines) + "\n")
+    harness.write_results(harness.results_path("int8_matmul"), summary, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

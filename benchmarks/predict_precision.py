@@ -13,13 +13,12 @@ one text per call, macro-F1 and the share of labels equal to the as-trained path
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
+import harness  # beside this script
+
 ROWS = 2048
 #         name                      quant   merge  dtype
 CASES = [("unmerged_8bit (as trained)", None, False, "fp32"),
@@ -31,7 +30,7 @@ CASES = [("unmerged_8bit (as trained)", None, False, "fp32"),
 
 
 def _timed(clf, split, collator, batch_size: int):
-    from skewtune.training.loop import predict_logits
+    from skewtune.inference.logits import predict_logits
 
     with clf.compute_context():
         predict_logits(clf.model, split, collator, batch_size, clf.device)
@@ -51,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no skewtune adapter at {args.adapter} (fix: run the main job first: accelerate launch "
               "recipes/lora_sentiment.py --output_dir outputs/main)", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(REPO / "src"))
     import torch
     from sklearn.metrics import f1_score
 
@@ -59,9 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     from skewtune.data import load_dataset_splits
     from skewtune.data.batching import PaddingCollator, tokenize_split
     from skewtune.inference.precision import cpu_has_native_bf16
-    from skewtune.utils.io import atomic_write_json, atomic_write_text
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(harness.cores())  # every core: a measurement on an idle machine
     splits = load_dataset_splits("tweets", seed=42)
     texts, labels = splits.test_texts[:ROWS], splits.ids("test")[:ROWS]
     rows, reference = [], None
@@ -88,11 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['samples_per_s_b1']:.1f} | {r['speedup_b1']:.2f} | {r['macro_f1']:.4f} | "
                      f"{r['labels_as_trained']:.4f} |")
     lines.append(f"\nAdapter {args.adapter}; first {ROWS} test tweets; one run, {torch.get_num_threads()} threads; "
-                 f"CPU {torch.cpu.get_capabilities().get('cpu_name', '?')}, native bf16 (AMX-BF16 or AVX512-BF16): "
-                 f"{cpu_has_native_bf16()}.")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULTS / "predict_precision.json", {"adapter": args.adapter, "rows": rows})
-    atomic_write_text(RESULTS / "predict_precision.md", "\n".join(lines) + "\n")
+                 f"native bf16 (AMX-BF16 or AVX512-BF16): {cpu_has_native_bf16()}.")
+    harness.write_results(harness.results_path("predict_precision"), {"adapter": args.adapter, "rows": rows},
+                          "\n".join(lines))
     print("\n".join(lines))
     return 0
 

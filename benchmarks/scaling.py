@@ -1,6 +1,6 @@
 """How training time grows with dataset size and sequence length, and 1 vs 2 processes (issue: performance).
 
-Three measurements of the main recipe's settings (``recipes/configs/lora_sentiment.yaml``: 8-bit MiniLM, LoRA r=8 on
+Three measurements of the main recipe's settings (``skewtune/configs/lora_sentiment.yaml``, which ``skewtune train`` starts from: 8-bit MiniLM, LoRA r=8 on
 attention, batch 32; without resampling, so N rows are N training rows), in one run:
 
   size     ``skewtune train`` for one epoch on N ∈ {250, 500, 1000, 2000} tweets (``--quick``: 250, 500, 1000);
@@ -12,7 +12,8 @@ attention, batch 32; without resampling, so N rows are N training rows), in one 
   ddp      the same ``skewtune train`` on 2,000 tweets with 1 process (2 threads) and with 2 processes
            (``accelerate launch --config_file recipes/configs/accelerate_cpu_ddp.yaml``, gloo, 1 thread each).
 
-Each training run is its own subprocess. Writes ``benchmarks/results/scaling.{json,md}``.
+Each training run is its own subprocess. Writes ``benchmarks/results/scaling.{json,md}`` (``--quick``:
+``outputs/benchmarks/scaling.{json,md}``).
 
     python benchmarks/scaling.py --quick     # about 4 minutes on 2 CPU cores
     python benchmarks/scaling.py
@@ -29,11 +30,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
-RECIPE_CONFIG = REPO / "recipes" / "configs" / "lora_sentiment.yaml"
-# the main recipe's settings, without resampling (so N rows are N training rows), 200 test rows, one epoch
-TRAIN_FLAGS = ["--config", str(RECIPE_CONFIG), "--sampler", "none", "--dataset", "tweets", "--max_eval_samples", "200", "--baselines", "false", "--report_plots", "false",
+import harness  # beside this script
+
+REPO = harness.REPO
+# the main recipe's settings (skewtune train's defaults), without resampling (so N rows are N training rows),
+# 200 test rows, one epoch
+TRAIN_FLAGS = ["--sampler", "none", "--dataset", "tweets", "--max_eval_samples", "200", "--baselines", "false", "--report_plots", "false",
                "--eval_every_epoch", "false", "--num_train_epochs", "1", "--overwrite_output_dir", "true"]
 
 
@@ -48,7 +50,7 @@ def _train(rows: int, processes: int, work: Path) -> dict:
                "-m", "skewtune.cli.main", "train", *flags]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SKEWTUNE_NUM_THREADS")}
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(env, TOKENIZERS_PARALLELISM="false"))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**env, "TOKENIZERS_PARALLELISM": "false"})
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
@@ -63,12 +65,12 @@ def _lengths(lengths: list[int], batch: int, repeats: int) -> list[dict]:
     """In this process: ms per forward+backward step of ``batch`` rows of exactly T tokens."""
     import torch
 
-    sys.path.insert(0, str(REPO / "src"))
+    from skewtune.inference.logits import logits_of
     from skewtune.training import TrainConfig, prepare
-    from skewtune.training.config import load_yaml
-    from skewtune.training.loop import configure_threads, logits_of
+    from skewtune.training.config import recipe_defaults
+    from skewtune.training.engine import configure_threads
 
-    recipe = {**load_yaml(RECIPE_CONFIG), "sampler": None, "max_length": max(lengths)}
+    recipe = {**recipe_defaults("lora_sentiment"), "sampler": None, "max_length": max(lengths)}
     cfg = TrainConfig(**{**recipe, "dataset": "tweets", "max_train_samples": 512, "max_eval_samples": 64,
                          "baselines": False, "report_plots": False, "output_dir": tempfile.mkdtemp(),
                          "overwrite_output_dir": True})
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     lengths = [16, 32, 64, 128, 256]
     if args.only_lengths:  # child process
-        print(json.dumps(_lengths(lengths, 16, 3 if args.quick else 6)))
+        harness.emit({"rows": _lengths(lengths, 16, 3 if args.quick else 6)})
         return 0
     sizes = [250, 500, 1000] if args.quick else [250, 500, 1000, 2000]
     ddp_rows = 1000 if args.quick else 2000
@@ -118,12 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         size_rows.append(_train(n, 1, work))
         print(f"size {n}: {size_rows[-1]['train_runtime_s']:.1f} s", flush=True)
-    proc = subprocess.run([sys.executable, __file__, "--only_lengths", *(["--quick"] if args.quick else [])],
-                          capture_output=True, text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
-    if proc.returncode != 0:
-        print(proc.stderr[-3000:], file=sys.stderr)
-        raise SystemExit("sequence-length measurement failed")
-    length_rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    length_rows = harness.run_child(__file__, "--only_lengths", *(["--quick"] if args.quick else []),
+                                    what="sequence-length measurement")["rows"]
     print("lengths done", flush=True)
     one = next((r for r in size_rows if r["rows"] == ddp_rows), None) or _train(ddp_rows, 1, work)
     two = _train(ddp_rows, 2, work)
@@ -137,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                "seconds_total": time.perf_counter() - started,
                "command": "python benchmarks/scaling.py" + (" --quick" if args.quick else "")}
     lines = [f"# Scaling (the main recipe's settings: 8-bit MiniLM LoRA, batch 32; `{summary['command']}`)", "",
-             "Dataset size (one epoch of `skewtune train --config recipes/configs/lora_sentiment.yaml --sampler none "
+             "Dataset size (one epoch of `skewtune train --sampler none "
              "--max_train_samples N`):", "",
              "| rows | train s | samples/s | × rows | × time |", "| ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r['rows']} | {r['train_runtime_s']:.1f} | {r['train_samples_per_second']:.1f} | "
@@ -152,12 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['processes']} | {r['train_runtime_s']:.1f} | {r['train_samples_per_second']:.1f} | "
                      f"{r['eval_macro_f1']:.3f} |")
     lines += ["", f"2 processes / 1 process speed-up: {ddp['speedup']:.2f}× on {os.cpu_count()} cores."]
-    sys.path.insert(0, str(REPO / "src"))
-    from skewtune.utils.io import atomic_write_json, atomic_write_text
-
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULTS / "scaling.json", summary)
-    atomic_write_text(RESULTS / "scaling.md", "\n".join(lines) + "\n")
+    harness.write_results(harness.results_path("scaling", args.quick), summary, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

@@ -30,7 +30,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -43,8 +42,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
+import harness  # beside this script
+
+REPO = harness.REPO
 RECIPE = REPO / "recipes" / "lora_sentiment.py"
 CKPT_FILES = {"model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "skewtune_state.json"}
 ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "README.md", "skewtune.json"}
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="skewtune-soak-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    load_start = os.getloadavg()
+    load_start = harness.load_average()
     cold_import = cold_import_seconds()
     runner = Runner(args.fresh_processes)
     print(f"soak in {work}: cold import {cold_import:.1f} s", flush=True)
@@ -363,9 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {**{k: v for k, v in vars(args).items() if k not in ("workdir",)},
                      "recipe": "recipes/lora_sentiment.py", "flags": recipe_flags(args, Path("<out>"))},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_average_start": [round(x, 2) for x in load_start],
-                    "load_average_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {**harness.machine(), "cpus": os.cpu_count(), "load_average_start": load_start,
+                    "load_average_end": harness.load_average()},
         "restarts": "fresh subprocesses" if args.fresh_processes else "forked from a pre-imported parent",
         "cold_start_import_s": round(cold_import, 2),
         "reference": {"wall_s": round(ref_wall, 2), "train_steps": total_steps,
@@ -393,11 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_kill": per_kill,
         "total_wall_s": round(time.perf_counter() - started, 1),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{args.name}.json"
-    from skewtune.utils.io import atomic_write_json
-
-    atomic_write_json(path, result)
+    path = harness.write_results(harness.results_path(args.name), result)[0]
     print(json.dumps({k: result[k] for k in ("soak", "steps_lost_per_kill", "overhead_vs_uninterrupted", "final_macro_f1",
                                              "max_abs_adapter_weight_diff", "metrics_equal_except_runtime",
                                              "partial_folders_seen")}, indent=2))

@@ -4,7 +4,7 @@ Configurations, same backbone (MiniLM), same tweets, same batch size, same numbe
 
   (a) the seed article's recipe: transformers ``Trainer``, full fine-tuning, ``padding="max_length"`` (512)
   (b) plain PEFT LoRA (r=8, query/value) + ``Trainer`` + ``DataCollatorWithPadding``
-  (c) skewtune default: the main recipe's model settings (``recipes/configs/lora_sentiment.yaml``: 8-bit backbone,
+  (c) skewtune default: the main recipe's model settings (``skewtune/configs/lora_sentiment.yaml``: 8-bit backbone,
       LoRA r=8 on attention, its dropouts), length-grouped dynamic padding, its Accelerate loop
   (d) skewtune fp32 LoRA (same settings and loop, fp32 backbone)
   (e) skewtune inference: ``predict`` with the adapter merged into dense weights (``merged``: ``dtype=auto``,
@@ -25,24 +25,25 @@ training, the backward a frozen base still needs (input gradients: one more forw
 adapter's own weight gradients (negligible) — 2× forward for (b)-(d), 3× for (a) (weight gradients too).
 
     python benchmarks/throughput.py --quick      # 20 steps (article: 2), the 4 prediction rows the goals use, best
-                                                 # of 3 passes: ≤ 5 minutes
-    python benchmarks/throughput.py              # more steps
+                                                 # of 3 passes: ≤ 5 minutes; writes outputs/benchmarks/throughput.*
+    python benchmarks/throughput.py              # more steps; writes benchmarks/results/throughput.{json,md}
+    python benchmarks/throughput.py --name throughput_training_bf16 --configs c_skewtune_8bit \
+        c_skewtune_8bit_amp_bf16 d_skewtune_fp32 d_skewtune_fp32_amp_bf16   # training under bf16 autocast
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
+import harness  # beside this script
+
+REPO = harness.REPO
 ADAPTER_CACHE = "THROUGHPUT_ADAPTER_CACHE"  # set by the parent: one folder per run for the prediction adapters
 
 
@@ -136,7 +137,6 @@ def flops_per_token(n_linear: int, layers: int, hidden: int, mean_len: float, tr
 
 
 def _texts(n: int, seed: int):
-    sys.path.insert(0, str(REPO / "src"))
     from skewtune.data import load_dataset_splits
 
     splits = load_dataset_splits("tweets", seed=seed)
@@ -158,7 +158,7 @@ def _macro_f1(model, tokenizer) -> float:
     from sklearn.metrics import f1_score
 
     from skewtune.data.batching import PaddingCollator, tokenize_split
-    from skewtune.training.loop import predict_logits
+    from skewtune.inference.logits import predict_logits
 
     texts, labels = _test_rows()
     split = tokenize_split(tokenizer, texts, labels, 128, "test")
@@ -169,10 +169,9 @@ def _macro_f1(model, tokenizer) -> float:
 def run_config(name: str, steps: int, warmup: int, batch: int, passes: int = 5) -> dict:
     """One configuration, in this (fresh) process."""
     if name.endswith("_recipe_batch"):
-        sys.path.insert(0, str(REPO / "src"))
-        from skewtune.training.config import load_yaml
+        from skewtune.training.config import recipe_defaults
 
-        batch = int(load_yaml(REPO / "recipes" / "configs" / "lora_sentiment.yaml")["per_device_train_batch_size"])
+        batch = int(recipe_defaults("lora_sentiment")["per_device_train_batch_size"])
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -238,49 +237,43 @@ def run_config(name: str, steps: int, warmup: int, batch: int, passes: int = 5) 
     elif name.startswith(("c_skewtune_8bit", "d_skewtune_fp32")):  # ``_amp_bf16``: under bf16 autocast
         import tempfile
 
-        from torch.utils.data import DataLoader
-        from transformers import get_scheduler
-
-        from skewtune.data import LengthGroupedBatchSampler
         from skewtune.training import TrainConfig, prepare
-        from skewtune.training.config import load_yaml
-        from skewtune.training.loop import FitState, fit
+        from skewtune.training.config import recipe_defaults
+        from skewtune.training.engine import Optimization, batch_loader, train_module
         from skewtune.training.pipeline import build_loss
 
         # the main recipe's model settings (adapter, rank, dropouts, quantization); rows, batch and steps as (a)/(b)
-        recipe = load_yaml(REPO / "recipes" / "configs" / "lora_sentiment.yaml")
+        recipe = recipe_defaults("lora_sentiment")
         model_keys = ("backbone", "adapter", "lora_r", "lora_alpha", "lora_dropout", "backbone_dropout",
                       "target_modules", "max_length", "seed")
         cfg = TrainConfig(**{k: recipe[k] for k in model_keys if k in recipe}, dataset="tweets",
                           quant="8bit" if "8bit" in name else "none", max_train_samples=None,
                           output_dir=tempfile.mkdtemp(), overwrite_output_dir=True,
                           per_device_train_batch_size=batch, baselines=False, report_plots=False,
-                          mixed_precision="bf16" if name.endswith("_amp_bf16") else "no")
+                          mixed_precision="bf16" if name.endswith("_amp_bf16") else "no",
+                          sampler=None)  # the first n rows as they are (the default oversamples)
         result["settings"] = {k: getattr(cfg, k) for k in model_keys}
         result["dtype"] = "fp32+bf16 autocast" if cfg.mixed_precision == "bf16" else "fp32"
         run = prepare(cfg, recipe="bench")
         train_split = run.tokenized["train"]
-        # the same rows as (a)/(b): the first n of the training split
-        indices = list(range(n))
-        sampler = LengthGroupedBatchSampler(train_split.lengths, batch, seed=0, indices=indices)
-        loader = DataLoader(train_split, batch_sampler=sampler, collate_fn=run.collator)
-        optimizer = torch.optim.AdamW([p for p in run.model.parameters() if p.requires_grad], lr=1e-3)
-        scheduler = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=steps + warmup)
-        model, optimizer, loader, scheduler = run.accelerator.prepare(run.model, optimizer, loader, scheduler)
-        run.model = model
-        loss_fn = build_loss(run)
-        batches = list(sampler)
-        fit(model=model, optimizer=optimizer, scheduler=scheduler, train_loader=loader, batch_sampler=sampler,
-            accelerator=run.accelerator, loss_fn=loss_fn, num_epochs=1, max_steps=warmup, max_grad_norm=1.0,
-            state=FitState(), progress=False)
+        # the same rows as (a)/(b): the first n of the training split; the engine's loop, AdamW, linear schedule
+        # (no warmup) over warm-up + timed steps, the clock started after the warm-up steps
+        loader = batch_loader(train_split, train_split.lengths, batch, run.collator, seed=0, indices=list(range(n)))
+        batches = list(loader.batch_sampler)
         timed = batches[warmup: warmup + steps]
         tokens = sum(train_split.lengths[i] for b in timed for i in b)
         probed = ProbedClock()
-        probed.start()
-        fit(model=model, optimizer=optimizer, scheduler=scheduler, train_loader=loader, batch_sampler=sampler,
-            accelerator=run.accelerator, loss_fn=loss_fn, num_epochs=1, max_steps=warmup + steps, max_grad_norm=1.0,
-            state=FitState(global_step=warmup, step_in_epoch=warmup), progress=False,
-            on_step_end=lambda _state: probed.step())
+
+        def clock(state) -> None:
+            if state.global_step == warmup:
+                probed.start()
+            elif state.global_step > warmup:
+                probed.step()
+
+        trained = train_module(run.model, loader, build_loss(run),
+                               Optimization(learning_rate=1e-3, max_steps=warmup + steps, weight_decay=0.01),
+                               run.accelerator, on_step_end=clock)
+        model = trained.model
         probed.stop()
         seconds = probed.seconds
         result["window_peaks"] = [w[1] for w in probed.windows]
@@ -294,8 +287,8 @@ def run_config(name: str, steps: int, warmup: int, batch: int, passes: int = 5) 
         import tempfile
 
         import skewtune
+        from skewtune.inference.logits import predict_logits
         from skewtune.training import TrainConfig, prepare, save_outputs
-        from skewtune.training.loop import predict_logits
 
         # an adapter folder as the default 8-bit training saves it (``_8bit``: predicted as trained, on int8 layers)
         # or as fp32 training does; its LoRA is freshly initialised (the same computation as a trained one: timing
@@ -305,7 +298,8 @@ def run_config(name: str, steps: int, warmup: int, batch: int, passes: int = 5) 
         out = Path(os.environ.get(ADAPTER_CACHE) or tempfile.mkdtemp()) / f"adapter-{quant}"
         if not (out / "adapter" / "skewtune.json").is_file():
             cfg = TrainConfig(dataset="tweets", quant=quant, target_modules="attention", max_train_samples=64,
-                              output_dir=str(out), baselines=False, report_plots=False)
+                              output_dir=str(out), baselines=False, report_plots=False, sampler=None,
+                              lora_dropout=0.1, backbone_dropout=None)  # the settings these timings were taken with
             run = prepare(cfg, recipe="bench")
             run.metrics.update(eval_accuracy=0.0, eval_macro_f1=0.0)
             save_outputs(run)
@@ -365,18 +359,6 @@ CONFIGS = ["a_article_full_ft", "b_peft_trainer", "c_skewtune_8bit", "d_skewtune
 QUICK = [*CONFIGS[:4], "e_predict_unmerged_8bit", "e_predict_merged", "e_predict_unmerged_8bit_b1", "e_predict_merged_b1"]
 
 
-def cpu_description() -> str:
-    """The CPU's name and its bf16 units (the precision ``dtype=auto`` picks for merged prediction depends on them)."""
-    import torch
-
-    sys.path.insert(0, str(REPO / "src"))
-    from skewtune.inference.precision import NATIVE_BF16_UNITS
-
-    caps = torch.cpu.get_capabilities()
-    units = [name for name in NATIVE_BF16_UNITS if caps.get(name)] or ["no native bf16"]
-    return f"{caps.get('cpu_name', 'unknown CPU')} ({', '.join(units)})"
-
-
 def predict_ratios(by: dict[str, dict]) -> dict[str, float]:
     """Merged ÷ unmerged samples/s: against the default unmerged path (8-bit, as trained) and at equal precision."""
     out = {}
@@ -416,12 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--configs", nargs="*", default=None,
                         help="also c_skewtune_8bit_amp_bf16 / d_skewtune_fp32_amp_bf16: training under bf16 autocast")
-    parser.add_argument("--name", default="throughput", help="results file stem under benchmarks/results/")
+    parser.add_argument("--name", default="throughput",
+                        help="results file stem under benchmarks/results/ (quick: outputs/benchmarks/), for another "
+                             "set of --configs; the machine is recorded inside the file, not in its name")
     args = parser.parse_args(argv)
     if args.only:  # child process: one configuration
         steps = args.steps
         warmup = (1 if args.quick else 2) if args.only.startswith("a_") else 5
-        print(json.dumps(run_config(args.only, steps, warmup, args.batch_size, passes=3 if args.quick else 5)))
+        harness.emit(run_config(args.only, steps, warmup, args.batch_size, passes=3 if args.quick else 5))
         return 0
     steps = args.steps or (20 if args.quick else 60)
     peak = gemm_peak_gflops()
@@ -436,14 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         if name.startswith("a_"):
             n_steps = 2 if args.quick else max(3, steps // 5)
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--only", name, "--steps", str(n_steps),
-                               "--batch_size", str(args.batch_size), *(["--quick"] if args.quick else [])],
-                              capture_output=True, text=True,
-                              env=dict(os.environ, TOKENIZERS_PARALLELISM="false", **{ADAPTER_CACHE: cache}))
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"{name} failed")
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row = harness.run_child(__file__, "--only", name, "--steps", str(n_steps), "--batch_size", str(args.batch_size),
+                                *(["--quick"] if args.quick else []), env=harness.child_env(**{ADAPTER_CACHE: cache}),
+                                what=name)
         fpt = flops_per_token(row["linear_params"], row["layers"], row["hidden"], row["mean_len"], row["train"],
                               row["full_ft"])
         row["model_gflops_per_s"] = row["tokens_per_s"] * fpt / 1e9
@@ -462,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         "gemm_peak_gflops_fp32": peak,
         "gemm_peak_gflops_bf16": peak_bf16,
         "cpu_count": os.cpu_count(),
-        "cpu": cpu_description(),
+        "machine": harness.machine(),
         "quick": args.quick,
         "rows": rows,
     }
@@ -476,11 +455,6 @@ def main(argv: list[str] | None = None) -> int:
         row.pop("labels", None)
     if "c_skewtune_8bit" in by and ref and "macro_f1" in ref:
         summary["macro_f1_c_minus_b"] = by["c_skewtune_8bit"]["macro_f1"] - ref["macro_f1"]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(REPO / "src"))
-    from skewtune.utils.io import atomic_write_json, atomic_write_text
-
-    atomic_write_json(RESULTS / f"{args.name}.json", summary)
     lines = ["| config | dtype | samples/s | tokens/s | × (b) | MFU | GEMM peak | macro-F1 | labels as fp32 | "
              "peak RSS MB | backbone MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     agree = summary["label_agreement"]
@@ -493,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['backbone_bytes'] / 1e6:.1f} |")
     fp32_peaks = sorted(p for r in rows if r.get("dtype") != "bf16" for p in r["window_peaks"])
     lines.append(f"\nGEMM peaks at the start of the run: fp32 {peak:.0f}, bf16 {peak_bf16:.0f} GFLOP/s "
-                 f"({os.cpu_count()} cores, {summary['cpu']}); MFU is against the peak of the row's dtype probed before every {WINDOW} timed "
+                 f"({os.cpu_count()} cores, {summary['machine']['cpu']}); MFU is against the peak of the row's dtype probed before every {WINDOW} timed "
                  f"training steps and every prediction pass (column GEMM peak: their time-weighted mean; fp32 probes "
                  f"{fp32_peaks[0]:.0f}–{fp32_peaks[-1]:.0f}); macro-F1 on the same {EVAL_ROWS} test "
                  f"tweets after the same training steps (`_recipe_batch`: the main recipe's batch of 32, so twice the rows; "
@@ -502,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("c_over_a", "c_over_b", "macro_f1_c_minus_b", *sorted(k for k in summary if k.startswith("merged"))):
         if key in summary:
             lines.append(f"- {key}: {summary[key]:.3f}")
-    atomic_write_text(RESULTS / f"{args.name}.md", "\n".join(lines) + "\n")
+    harness.write_results(harness.results_path(args.name, args.quick), summary, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

@@ -10,14 +10,11 @@ Reports the warm-up seconds (compilation included) and samples/s after it. Each 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+import harness  # beside this script
 
 
 def training_step(quant: str, n_batches: int, compiled: bool = False, batch: int = 16, rows: int = 800,
@@ -32,13 +29,14 @@ def training_step(quant: str, n_batches: int, compiled: bool = False, batch: int
     import torch
 
     from skewtune.data import LengthGroupedBatchSampler
+    from skewtune.inference.logits import logits_of
     from skewtune.training import TrainConfig, prepare
-    from skewtune.training.loop import configure_threads, logits_of
+    from skewtune.training.engine import configure_threads
 
     cfg = TrainConfig(dataset="tweets", quant=quant, target_modules="attention", output_dir=tempfile.mkdtemp(),
                       overwrite_output_dir=True, per_device_train_batch_size=batch, baselines=False,
                       report_plots=False, max_train_samples=max(2000, rows), max_eval_samples=64, lora_dropout=0.0,
-                      backbone_dropout=0.0)
+                      backbone_dropout=0.0, sampler=None)
     run = prepare(cfg, recipe="bench")
     configure_threads(run.accelerator)
     split = run.tokenized["train"]
@@ -81,29 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs=2, metavar=("QUANT", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO / "src"))
     if args.only:
-        print(json.dumps(measure(args.only[0], args.only[1] == "compile")))
+        harness.emit(measure(args.only[0], args.only[1] == "compile"))
         return 0
     rows = []
     for quant in ("none", "8bit"):
         for mode in ("eager", "compile"):
-            proc = subprocess.run([sys.executable, __file__, "--only", quant, mode], capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(proc.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"{quant} {mode} failed")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rows.append(harness.run_child(__file__, "--only", quant, mode, env=harness.child_env(),
+                                          what=f"{quant} {mode}"))
             print(rows[-1], flush=True)
     lines = ["| backbone | mode | warm-up s (10 steps) | samples/s after | × eager |", "| --- | --- | ---: | ---: | ---: |"]
     for row in rows:
         eager = next(r for r in rows if r["quant"] == row["quant"] and not r["compiled"])
         lines.append(f"| {row['quant']} | {'compile' if row['compiled'] else 'eager'} | {row['warmup_s']:.1f} | "
                      f"{row['samples_per_s']:.1f} | {row['samples_per_s'] / eager['samples_per_s']:.2f} |")
-    from skewtune.utils.io import atomic_write_json, atomic_write_text
-
-    results = REPO / "benchmarks" / "results"
-    atomic_write_json(results / "torch_compile.json", {"rows": rows, "command": "python benchmarks/torch_compile.py"})
-    atomic_write_text(results / "torch_compile.md", "\n".join(lines) + "\n")
+    harness.write_results(harness.results_path("torch_compile"),
+                          {"rows": rows, "command": "python benchmarks/torch_compile.py"}, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

@@ -14,51 +14,183 @@ fine-tuning on k target-language texts / sentences. Every text gets e5's "query:
 Writes the adapters under --output_dir (default outputs/cross_lingual/<time>), and --results_file
 (default benchmarks/results/cross_lingual.json) with a markdown table beside it (.md). Everything is
 validated (tasks, language codes, backbone, corpora, tag mappings, output locations) before anything is written.
-Flags override recipes/configs/cross_lingual.yaml; --quick applies skewtune.crosslingual.experiment.QUICK to
-the settings not given on the command line.
+Settings: skewtune/configs/cross_lingual.yaml (package data) ← --config YAML ← flags; --quick applies the
+QUICK profile below to the settings not given on the command line.
+
+Read top to bottom: the settings (CrossLingualConfig, QUICK, the goals), ``run`` (the five steps), then the steps'
+helpers — data, task adapters, results. Library pieces: ``skewtune.crosslingual`` (language adapters, stacking,
+k-shot fine-tuning, scoring a language).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
+import hashlib
+import json
+import math
+import os
 import platform
+import random
 import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from skewtune.cli.main import run_guarded
+import torch
+
+from skewtune.cli.main import ArgumentParser, run_guarded
+from skewtune.crosslingual.languages import (
+    LANGUAGE_NAMES,
+    SOURCE_LANGUAGE,
+    TASK_CORPORA,
+    check_task,
+    parse_languages,
+)
+from skewtune.crosslingual.scoring import add_language_split, k_shot_score, score
+from skewtune.crosslingual.stack import activate, attach_language_adapter, detach_language_adapter
+from skewtune.data import pattern3
+from skewtune.data.datasets import Splits, normalise_for_dedup
+from skewtune.data.tokens import deduplicate_sentences, make_token_splits
+from skewtune.errors import ConfigError, DataError
+from skewtune.inference.precision import NATIVE_BF16_UNITS
+from skewtune.tasks import TokenClassification
 from skewtune.training import add_config_arguments, config_from_args
+from skewtune.training.config import TokenTrainConfig, TrainConfig
+from skewtune.training.pipeline import Run, finish_metrics, peak_rss_mb, prepare, save_outputs, train
+from skewtune.utils.io import atomic_write_json
 
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "cross_lingual.yaml"
+# ------------------------------------------------------------------------------------------------ settings
+TASK_METRIC = {"sentiment": "accuracy", "upos": "accuracy"}
+GOALS = {"sentiment_gap_points": 3.0, "upos_zero_shot_accuracy": 0.80}
+
+
+@dataclasses.dataclass
+class CrossLingualConfig(TrainConfig):
+    """TrainConfig (task-adapter settings) plus the experiment's own settings."""
+
+    # the defaults equal src/skewtune/configs/cross_lingual.yaml (a test checks it)
+    backbone: str = "me5-small"  # registered backbone (me5-small: multilingual-e5-small) or a local Hugging Face folder
+    dataset: str = "pattern3"  # fixed: the pattern3 corpora
+    lora_dropout: float = 0.1  # dropout on the LoRA branch's input, in [0, 1)
+    backbone_dropout: float | None = None  # every dropout of the frozen backbone and head, in [0, 1); none keeps the backbone's own (BERT: 0.1)
+    per_device_train_batch_size: int = 8  # English training rows per batch
+    per_device_eval_batch_size: int = 64  # rows per batch when scoring
+    max_length: int = 64  # subword tokens per English sentiment text
+    sampler: str | None = None  # training rows resampled per class (none: rows as they are)
+    tasks: str = "sentiment,upos"  # comma list of tasks: sentiment, upos
+    sentiment_languages: str = "fr,de,nl"  # target languages of the sentiment task (comma list)
+    upos_languages: str = "de,nl,es,it"  # target languages of the UPOS tagging task (comma list)
+    sentiment_train_size: int = 2000  # English Pang & Lee training sentences
+    upos_train_size: int = 800  # English WSJ/OANC training sentences
+    en_eval_size: int = 300  # English test texts / sentences
+    validation_size: int = 64  # English validation texts / sentences
+    eval_size: int = 150  # target sentiment test texts per language
+    upos_eval_size: int = 120  # target test sentences per language
+    eval_max_length: int = 96  # truncation of target sentiment texts (reviews are long)
+    upos_max_length: int = 128  # subword limit of tagged sentences (words cut off count as wrong)
+    upos_learning_rate: str = "5e-3"  # the tagger's own learning rate (sentiment uses --learning_rate)
+    upos_target_modules: str = "all"  # the tagger's LoRA targets (sentiment uses --target_modules)
+    text_prefix: str = "query: "  # prepended to every text and tagged sentence (e5's prefix for classification)
+    k_shots: str = "16,64"  # comma list of k: target-language items for k-shot fine-tuning
+    k_shot_pool: int = 64  # per language: items held out of the test set to draw the k-shot sets from
+    k_shot_epochs: int = 4  # epochs of k-shot fine-tuning
+    k_shot_learning_rate: float = 2e-3  # learning rate of k-shot fine-tuning
+    k_shot_batch_size: int = 8  # batch size of k-shot fine-tuning
+    k_shot_max_length: int = 64  # truncation of the k target sentiment texts used for training
+    language_adapters: bool = True  # train MAD-X language adapters (masked LM) and the '+ language adapter' rows
+    la_steps: int = 60  # masked-LM steps per language adapter
+    la_head_steps: int = 30  # MLM-head-only steps before the joint LoRA + head steps
+    la_batch_size: int = 8  # masked-LM batch size
+    la_learning_rate: float = 2e-3  # masked-LM learning rate
+    la_max_length: int = 64  # subword tokens per masked-LM text
+    la_rank: int = 8  # LoRA rank of the language adapters (alpha = 2 x rank)
+    la_target_modules: str = "attention"  # LoRA targets of the language adapters
+    results_file: str = "benchmarks/results/cross_lingual.json"  # results JSON (+ a .md table beside it)
+    quick: bool = False  # smoke profile: tiny sizes for the settings not given on the command line
+    resume: bool = False  # reuse the language adapters and finished tasks in --output_dir (same settings)
+    baselines: bool = False  # majority and TF-IDF baselines of the English task runs
+    eval_every_epoch: bool = False  # score the English validation split after every epoch
+    report_plots: bool = False  # write confusion_matrix.png for the English task runs
+
+    def task_list(self) -> list[str]:
+        tasks = [t.strip() for t in self.tasks.split(",") if t.strip()]
+        if not tasks:
+            raise ConfigError("no task given", "use --tasks sentiment,upos")
+        for task in tasks:
+            check_task(task)
+        return list(dict.fromkeys(tasks))
+
+    def languages(self, task: str) -> list[str]:
+        return parse_languages(getattr(self, f"{task}_languages"), task)
+
+    def k_values(self) -> list[int]:
+        try:
+            values = [int(k) for k in str(self.k_shots).split(",") if k.strip()]
+        except ValueError:
+            raise ConfigError(f"--k_shots '{self.k_shots}' is not a comma list of integers", "pass e.g. 16,64") from None
+        bad = [k for k in values if k < 0 or k > self.k_shot_pool]
+        if bad:
+            raise ConfigError(f"k-shot sizes {bad} are outside 0..k_shot_pool ({self.k_shot_pool})",
+                              "use k between 0 and --k_shot_pool")
+        return [k for k in dict.fromkeys(values) if k > 0]
+
+    def validate(self) -> None:
+        super().validate()
+        self.task_list()
+        for task in self.task_list():
+            self.languages(task)
+        self.k_values()
+        for name in ("sentiment_train_size", "upos_train_size", "en_eval_size", "validation_size", "eval_size",
+                     "upos_eval_size", "eval_max_length", "upos_max_length", "k_shot_max_length", "la_steps", "la_batch_size", "la_max_length", "la_rank",
+                     "k_shot_epochs", "k_shot_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be ≥ 1, got {getattr(self, name)}", f"pass a positive --{name}")
+        if self.adapter not in ("lora", "rslora", "dora") and self.language_adapters:
+            raise ConfigError(f"language adapters stack with LoRA-family task adapters, not '{self.adapter}'",
+                              "use --adapter lora, or --language_adapters false")
+
+
+# --quick: the smoke profile (applied to the values the command line does not set explicitly)
+QUICK: dict[str, Any] = {
+    "sentiment_languages": "fr,de,nl", "upos_languages": "de,nl",
+    "sentiment_train_size": 200, "upos_train_size": 160, "en_eval_size": 64, "validation_size": 16,
+    "learning_rate": "5e-3",
+    "eval_size": 40, "upos_eval_size": 24, "eval_max_length": 64, "k_shots": "16", "k_shot_epochs": 2,
+    "la_steps": 4, "la_head_steps": 2, "la_batch_size": 8, "la_max_length": 32, "max_length": 64, "upos_max_length": 96,
+    "results_file": "outputs/benchmarks/cross_lingual.json",  # a smoke run never replaces measured results
+}
+
+
+def build_parser() -> ArgumentParser:
+    """Every CrossLingualConfig flag, defaults from the packaged cross_lingual.yaml; bad flags → one line, exit 2."""
+    parser = ArgumentParser(prog="recipes/cross_lingual.py", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    add_config_arguments(parser, CrossLingualConfig, defaults="cross_lingual")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from skewtune.crosslingual.experiment import CrossLingualConfig
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    add_config_arguments(parser, CrossLingualConfig)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     command = "python recipes/cross_lingual.py " + " ".join(map(shlex.quote, sys.argv[1:] if argv is None else argv))
     return run_guarded(run, args, command, debug=args.debug)
 
 
 def run(args: argparse.Namespace, command: str) -> int:
-    import torch
-
     from skewtune.backbones import resolve_backbone
     from skewtune.crosslingual import LanguageAdapterSettings, train_language_adapters
-    from skewtune.crosslingual import experiment as xl
-    from skewtune.training.pipeline import check_output_dir, quiet_libraries
-    from skewtune.utils.io import atomic_write_json, atomic_write_text, check_writable_dir
+    from skewtune.training.pipeline import check_output_dir
+    from skewtune.utils.console import quiet_libraries
+    from skewtune.utils.io import atomic_write_text, check_writable_dir
 
     started = time.perf_counter()
     quiet_libraries()
-    # 1. settings: defaults ← recipes/configs/cross_lingual.yaml ← --config ← flags (← --quick profile)
-    cfg = config_from_args(args, xl.CrossLingualConfig, defaults_file=DEFAULT_CONFIG)
+    # 1. settings: skewtune/configs/cross_lingual.yaml ← --config ← flags (← --quick profile)
+    cfg = config_from_args(args, CrossLingualConfig)
     if cfg.quick:
-        for key, value in xl.QUICK.items():
+        for key, value in QUICK.items():
             if getattr(args, key, None) is None:
                 setattr(cfg, key, value)
         cfg.validate()
@@ -66,19 +198,19 @@ def run(args: argparse.Namespace, command: str) -> int:
     #    (me5-small converts once into the user cache), corpora and their universal-POS mappings, output places
     tasks = cfg.task_list()
     spec = resolve_backbone(cfg.backbone)
-    data = {task: xl.build_task_data(cfg, task) for task in tasks}
+    data = {task: build_task_data(cfg, task) for task in tasks}
     results_file = Path(cfg.results_file)
     check_writable_dir(results_file.parent)
     output_dir = cfg.resolved_output_dir("cross_lingual")
-    partial = xl.load_partial(cfg, output_dir) if cfg.resume else None  # --resume: same settings, same folder
+    partial = load_partial(cfg, output_dir) if cfg.resume else None  # --resume: same settings, same folder
     if partial is None:
         check_output_dir(cfg, output_dir)
-        partial = {"fingerprint": xl.settings_fingerprint(cfg), "language_adapters": {}, "tasks": {}}
+        partial = {"fingerprint": settings_fingerprint(cfg), "language_adapters": {}, "tasks": {}}
     # 3. one language adapter per language (masked LM on that language's unlabelled text outside the test sets)
     language_adapters: dict[str, Path] = {}
     la_results = {}
     if cfg.language_adapters:
-        texts = xl.unlabelled_by_language(list(data.values()))
+        texts = unlabelled_by_language(list(data.values()))
         settings = LanguageAdapterSettings(
             rank=cfg.la_rank, alpha=2.0 * cfg.la_rank, target_modules=cfg.la_target_modules, steps=cfg.la_steps,
             head_steps=cfg.la_head_steps,
@@ -91,7 +223,7 @@ def run(args: argparse.Namespace, command: str) -> int:
 
         def done(code: str, metrics: dict) -> None:
             la_results[code] = metrics
-            xl.save_partial(output_dir, {**partial, "language_adapters": la_results})
+            save_partial(output_dir, {**partial, "language_adapters": la_results})
             print(f"language adapter {code}: MLM loss {metrics['mlm_loss_first']:.2f} → "
                   f"{metrics['mlm_loss_last']:.2f} ({metrics['train_seconds']:.0f} s)", flush=True)
 
@@ -106,8 +238,8 @@ def run(args: argparse.Namespace, command: str) -> int:
         if task in task_results:
             print(f"{task}: reused from {output_dir} (--resume)", flush=True)
             continue
-        task_results[task] = xl.run_task(cfg, task, data[task], output_dir, language_adapters or None)
-        xl.save_partial(output_dir, partial)
+        task_results[task] = run_task(cfg, task, data[task], output_dir, language_adapters or None)
+        save_partial(output_dir, partial)
         print(f"{task}: done ({task_results[task]['timings_s']})", flush=True)
     task_results = {task: task_results[task] for task in tasks}
     # 5. results JSON + markdown table
@@ -119,7 +251,8 @@ def run(args: argparse.Namespace, command: str) -> int:
         "quant": cfg.quant,
         "adapter": cfg.adapter,
         "command": command,
-        "device": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+        "device": f"{machine()['cpu']}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
+        "machine": machine(),
         "settings": {**{k: v for k, v in cfg.to_dict().items() if k not in ("overwrite_output_dir",)},
                      "k_shots": cfg.k_values()},
         "output_dir": str(output_dir),
@@ -138,14 +271,379 @@ def run(args: argparse.Namespace, command: str) -> int:
         ],
     }
     results["seconds_total"] = round(time.perf_counter() - started, 1)
-    results["goals"] = xl.check_goals(results)
+    results["goals"] = check_goals(results)
     results["summary_line"] = summary_line(results)
-    results = xl.rounded(results)
+    results = rounded(results)
     atomic_write_json(results_file, results)
-    atomic_write_text(results_file.with_suffix(".md"), xl.format_table(results))
-    print(xl.format_table(results))
+    atomic_write_text(results_file.with_suffix(".md"), format_table(results))
+    print(format_table(results))
     print(f"results: {results_file} (+ .md); adapters: {output_dir}")
     return 0
+
+
+# ----------------------------------------------------------------------------------- resuming (--resume)
+PARTIAL = "partial_results.json"
+_NOT_SETTINGS = ("output_dir", "overwrite_output_dir", "results_file", "resume", "resume_from_checkpoint")
+
+
+def settings_fingerprint(cfg: CrossLingualConfig) -> str:
+    """Hash of every setting that changes a result (paths and --resume excluded)."""
+    keep = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_SETTINGS}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_partial(cfg: CrossLingualConfig, output_dir: Path) -> dict[str, Any] | None:
+    """The finished parts recorded in ``output_dir`` (None when there are none); refuses other settings."""
+    path = Path(output_dir) / PARTIAL
+    if not path.is_file():
+        return None
+    try:
+        partial = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is unreadable ({exc})", "drop --resume or choose a new --output_dir") from exc
+    if partial.get("fingerprint") != settings_fingerprint(cfg):
+        raise ConfigError(f"{output_dir} holds a run with different settings",
+                          "resume with the same settings, or drop --resume and choose a new --output_dir")
+    for code in list(partial.get("language_adapters", {})):
+        if not (Path(output_dir) / "language_adapters" / code / "skewtune.json").is_file():
+            partial["language_adapters"].pop(code)
+    partial.setdefault("tasks", {})
+    return partial
+
+
+def save_partial(output_dir: Path, partial: dict[str, Any]) -> None:
+    atomic_write_json(Path(output_dir) / PARTIAL, partial)
+
+
+# ------------------------------------------------------------------------------------------------------ data
+@dataclasses.dataclass
+class TargetData:
+    """One target language of one task: test set and k-shot pool (texts+labels or sentences)."""
+
+    language: str
+    test: list[Any]
+    test_labels: list[str] | None
+    pool: list[Any]
+    pool_labels: list[str] | None
+
+
+@dataclasses.dataclass
+class TaskData:
+    task: str
+    source: Any  # Splits (sentiment) or TokenSplits (upos), English, prefixed
+    targets: dict[str, TargetData]
+    unlabelled: dict[str, list[str]]  # language -> texts outside every test set
+
+
+def _shuffled(items: list[Any], seed: int, salt: str) -> list[Any]:
+    order = list(range(len(items)))
+    random.Random(f"{seed}-{salt}").shuffle(order)
+    return [items[i] for i in order]
+
+
+def _sentiment_corpus(language: str) -> list[tuple[str, str]]:
+    texts, labels = pattern3.load_sentiment(TASK_CORPORA["sentiment"][language])  # type: ignore[arg-type]
+    seen: set[str] = set()
+    rows = []
+    for text, label in zip(texts, labels):
+        key = normalise_for_dedup(text)
+        if text.strip() and key not in seen:
+            seen.add(key)
+            rows.append((text, label))
+    return rows
+
+
+def _tagged_corpus(language: str) -> list[tuple[list[str], list[str]]]:
+    names = TASK_CORPORA["upos"][language]
+    sentences: list[tuple[list[str], list[str]]] = []
+    for name in (names,) if isinstance(names, str) else names:
+        sentences += pattern3.load_tagged(name, universal=True)
+    return deduplicate_sentences(sentences)[0]
+
+
+def _take(items: list[Any], n: int, what: str) -> tuple[list[Any], list[Any]]:
+    if len(items) < 1:
+        raise DataError(f"no data left for {what}", "lower the train/eval sizes")
+    return items[:n], items[n:]
+
+
+def build_task_data(cfg: CrossLingualConfig, task: str) -> TaskData:
+    """English splits, target test sets and pools, and each language's unlabelled text outside the test sets."""
+    prefix = cfg.text_prefix
+    targets: dict[str, TargetData] = {}
+    unlabelled: dict[str, list[str]] = {}
+    if task == "sentiment":
+        rows = _shuffled(_sentiment_corpus(SOURCE_LANGUAGE), cfg.seed, "sentiment-en")
+        test, rest = _take(rows, cfg.en_eval_size, "the English test set")
+        val, rest = _take(rest, cfg.validation_size, "English validation")
+        train, rest = _take(rest, cfg.sentiment_train_size, "English training")
+        labels = sorted({label for _, label in train})
+        if len(labels) < 2:
+            raise DataError("the English training sample holds one class only", "raise --sentiment_train_size")
+        source = Splits(
+            [prefix + t for t, _ in train], [lab for _, lab in train], [prefix + t for t, _ in val],
+            [lab for _, lab in val], [prefix + t for t, _ in test], [lab for _, lab in test], labels,
+            name="pang_lee", language="en", info={"rows": len(rows)},
+        )
+        unlabelled[SOURCE_LANGUAGE] = [t for t, _ in train + val + rest]
+        for language in cfg.languages(task):
+            rows = _shuffled(_sentiment_corpus(language), cfg.seed, f"sentiment-{language}")
+            pool, rest = rows[: cfg.k_shot_pool], rows[cfg.k_shot_pool:]
+            test, rest = _take(rest, cfg.eval_size, f"the {language} test set")
+            targets[language] = TargetData(language, [prefix + t for t, _ in test], [lab for _, lab in test],
+                                           [prefix + t for t, _ in pool], [lab for _, lab in pool])
+            unlabelled[language] = [t for t, _ in pool + rest]
+    else:
+        sentences = _shuffled(_tagged_corpus(SOURCE_LANGUAGE), cfg.seed, "upos-en")
+        test, rest = _take(sentences, cfg.en_eval_size, "the English test set")
+        val, rest = _take(rest, cfg.validation_size, "English validation")
+        train, rest = _take(rest, cfg.upos_train_size, "English training")
+        source = make_token_splits(train, val, test, name="upos_en", language="en", allow_unseen=True,
+                                   info={"rows": len(sentences)})
+        unlabelled[SOURCE_LANGUAGE] = [" ".join(w) for w, _ in train + val + rest]
+        for language in cfg.languages(task):
+            sentences = _shuffled(_tagged_corpus(language), cfg.seed, f"upos-{language}")
+            pool, rest = sentences[: cfg.k_shot_pool], sentences[cfg.k_shot_pool:]
+            test, rest = _take(rest, cfg.upos_eval_size, f"the {language} test set")
+            targets[language] = TargetData(language, test, None, pool, None)
+            unlabelled[language] = [" ".join(w) for w, _ in pool + rest]
+    return TaskData(task, source, targets, unlabelled)
+
+
+def unlabelled_by_language(task_data: list[TaskData]) -> dict[str, list[str]]:
+    """Union over tasks of each language's unlabelled texts (tagged sentences and reviews interleaved)."""
+    merged: dict[str, list[str]] = {}
+    for data in task_data:
+        for language, texts in data.unlabelled.items():
+            merged.setdefault(language, []).extend(texts)
+    return merged
+
+
+# ------------------------------------------------------------------------------------------- task adapters
+def task_config(cfg: CrossLingualConfig, task: str, output_dir: Path) -> TrainConfig:
+    """The TrainConfig of one task run (token settings for upos)."""
+    base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)}
+    base.update(output_dir=str(output_dir), overwrite_output_dir=True, resume_from_checkpoint=None,
+                checkpoint_every_steps=0, keep_checkpoints=1)
+    if task == "upos":
+        return TokenTrainConfig(**{**base, "dataset": "upos_en", "max_length": cfg.upos_max_length,
+                                   "learning_rate": cfg.upos_learning_rate, "target_modules": cfg.upos_target_modules},
+                                text_prefix=cfg.text_prefix)
+    return TrainConfig(**{**base, "dataset": "pang_lee"})
+
+
+def prepare_task(cfg: CrossLingualConfig, task: str, data: TaskData, output_dir: Path) -> Run:
+    """The prepared run (data tokenized, backbone and adapter loaded) of one task adapter."""
+    task_cfg = task_config(cfg, task, output_dir)
+    if task == "upos":
+        return prepare(task_cfg, recipe="cross_lingual", task=TokenClassification(), splits=data.source)
+    return prepare(task_cfg, recipe="cross_lingual", splits=data.source)
+
+
+def add_target_splits(run: Any, cfg: CrossLingualConfig, data: TaskData) -> list[str]:
+    """Tokenize each target test set into ``run.tokenized['test_<lang>']``."""
+    return [add_language_split(run, f"test_{language}", target.test, target.test_labels, max_length=cfg.eval_max_length)
+            for language, target in data.targets.items()]
+
+
+def k_shot_scores(run: Any, cfg: CrossLingualConfig, data: TaskData) -> dict[str, dict[str, Any]]:
+    """Fine-tune the trained English adapter on k pool items per language and k; score; restore the adapter."""
+    out: dict[str, dict[str, Any]] = {}
+    for language, target in data.targets.items():
+        for k in cfg.k_values():
+            out.setdefault(language, {})[f"k{k}"] = k_shot_score(
+                run, target.pool, k, labels=target.pool_labels, split=f"test_{language}", seed=cfg.seed + k,
+                epochs=cfg.k_shot_epochs, learning_rate=cfg.k_shot_learning_rate, batch_size=cfg.k_shot_batch_size,
+                max_length=cfg.k_shot_max_length, name=f"{k}-shot {language}")
+    return out
+
+
+def _en_entry(report: dict[str, Any], size: int) -> dict[str, Any]:
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "size": size}
+
+
+def run_task(cfg: CrossLingualConfig, task: str, data: TaskData, output_dir: Path,
+             language_adapters: dict[str, Path] | None = None) -> dict[str, Any]:
+    """Both task adapters of ``task`` and every score of the results table (adapters saved under ``output_dir``)."""
+    metric = TASK_METRIC[task]
+    train_size = len(data.source.train_texts if task == "sentiment" else data.source.train)
+    result: dict[str, Any] = {"metric": metric, "train_size": train_size, "languages": {}, "timings_s": {}}
+    langs = result["languages"]
+
+    # a) the English task adapter: in-language, zero-shot, k-shot
+    start = time.perf_counter()
+    run = prepare_task(cfg, task, data, output_dir / task / "task_adapter")
+    train(run)
+    finish_metrics(run)
+    save_outputs(run)
+    result["memory"] = memory_note(run)
+    result["train_seconds"] = round(run.metrics["train_runtime_s"], 1)
+    langs[SOURCE_LANGUAGE] = {"in_language": _en_entry(
+        {"accuracy": run.metrics["eval_accuracy"], "macro_f1": run.metrics["eval_macro_f1"]}, len(run.tokenized["test"]))}
+    for name in add_target_splits(run, cfg, data):
+        langs[name.removeprefix("test_")] = {"zero_shot": score(run, name)}
+    result["timings_s"]["task_adapter"] = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
+    for language, scores in k_shot_scores(run, cfg, data).items():
+        langs[language].update(scores)
+    result["timings_s"]["k_shot"] = round(time.perf_counter() - start, 1)
+    release(run)
+
+    # b) MAD-X: a task adapter trained over the frozen English language adapter, targets swapped in
+    if language_adapters:
+        start = time.perf_counter()
+        run = prepare_task(cfg, task, data, output_dir / task / "task_adapter_over_en_language_adapter")
+        # the target adapters are attached after training (they are not needed before). How many are loaded does not
+        # change training: attach_language_adapter keeps the torch RNG untouched (tested bit for bit).
+        attach_language_adapter(run.model, language_adapters[SOURCE_LANGUAGE], f"lang_{SOURCE_LANGUAGE}")
+        activate(run.model, "default", f"lang_{SOURCE_LANGUAGE}")
+        train(run)
+        for language in data.targets:
+            attach_language_adapter(run.model, language_adapters[language], f"lang_{language}")
+        en = score(run, "test")
+        langs[SOURCE_LANGUAGE]["in_language_language_adapter"] = en
+        for name in add_target_splits(run, cfg, data):
+            language = name.removeprefix("test_")
+            activate(run.model, "default", f"lang_{language}")
+            langs[language]["language_adapter"] = score(run, name)
+        activate(run.model, "default", None)
+        for language in [SOURCE_LANGUAGE, *data.targets]:
+            detach_language_adapter(run.model, f"lang_{language}")
+        run.metrics.update(eval_split="test (with the English language adapter)", eval_accuracy=en["accuracy"],
+                           eval_macro_f1=en["macro_f1"], stacked_on=f"lang_{SOURCE_LANGUAGE}")
+        save_outputs(run)
+        result["timings_s"]["language_adapter_task"] = round(time.perf_counter() - start, 1)
+        release(run)
+    result["peak_rss_mb"] = round(peak_rss_mb())
+    result["gap"] = gap_summary(result, metric)
+    return result
+
+
+def release(run: Any) -> None:
+    """Free a run's model (the next task loads its own)."""
+    run.model = None
+    run.tokenized.clear()
+    gc.collect()
+
+
+def memory_note(run: Any) -> dict[str, Any]:
+    """Parameters and bytes of the loaded backbone: embeddings vs encoder, and the footprint as loaded."""
+    model = run.accelerator.unwrap_model(run.model)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    embedding = base.get_input_embeddings()
+    emb_params = sum(p.numel() for p in embedding.parameters())
+    total = sum(p.numel() for p in base.parameters())
+    int8_linear = sum(1 for m in base.modules() if type(m).__name__ == "Linear8bitLt")
+    return {
+        "all_params": int(total),
+        "word_embedding_params": int(emb_params),
+        "word_embedding_dtype": str(next(embedding.parameters()).dtype).replace("torch.", ""),
+        "int8_linear_layers": int8_linear,
+        "footprint_bytes": int(base.get_memory_footprint()),
+        "fp32_bytes": int(total * torch.tensor([], dtype=torch.float32).element_size()),
+        "quant": run.cfg.quant,
+    }
+
+
+# --------------------------------------------------------------------------------------------------- results
+def gap_summary(task_result: dict[str, Any], metric: str = "accuracy") -> dict[str, Any]:
+    """EN score − mean target score, per zero-shot configuration (points), and the best configuration.
+
+    The best configuration is the one that transfers best — the highest mean target-language score — not the
+    smallest gap: a configuration whose English score collapses has a small (even negative) gap and is no good.
+    """
+    langs = [lang for lang in task_result["languages"] if lang != SOURCE_LANGUAGE]
+    en = task_result["languages"][SOURCE_LANGUAGE]
+    out: dict[str, Any] = {}
+    for config, en_key in (("zero_shot", "in_language"), ("language_adapter", "in_language_language_adapter")):
+        values = [task_result["languages"][lang].get(config, {}).get(metric) for lang in langs]
+        if en.get(en_key) is None or any(v is None for v in values) or not values:
+            continue
+        mean = sum(values) / len(values)
+        out[config] = {"en": en[en_key][metric], "target_mean": mean,
+                       "gap_points": round(100 * (en[en_key][metric] - mean), 2)}
+    if out:
+        best = max(out, key=lambda c: (out[c]["target_mean"], -out[c]["gap_points"]))
+        out["best"] = {"configuration": best, **out[best]}
+    return out
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Markdown: one table per task, a row per language."""
+    lines = [f"# Cross-lingual transfer ({results['backbone']}, {results['quant']}, {results['mode']} mode)", ""]
+    lines.append(results.get("summary_line", ""))
+    lines.append("")
+    for task, res in results["tasks"].items():
+        metric = TASK_METRIC[task]
+        ks = results["settings"]["k_shots"]
+        unit = "sentences" if task == "upos" else "texts"
+        lines += [f"## {task} ({'word ' if task == 'upos' else ''}{metric}; "
+                  f"train: {res['train_size']} English {unit})", ""]
+        header = ["language", "test size", "EN in-language", "zero-shot", "+ language adapter"]
+        header += [f"+ {k}-shot" for k in ks]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + " --- |" * len(header))
+        def cell(entry: Any, metric: str = metric) -> str:
+            return f"{100 * entry[metric]:.1f}" if isinstance(entry, dict) and metric in entry else "–"
+
+        for language, row in res["languages"].items():
+            if language == SOURCE_LANGUAGE:
+                la = row.get("in_language_language_adapter")
+                cells = [f"{LANGUAGE_NAMES[language]} (en)", str(row["in_language"]["size"]),
+                         cell(row["in_language"]), "–", cell(la) + (" (EN LA)" if la else "")]
+                cells += ["–" for _ in ks]
+            else:
+                cells = [f"{LANGUAGE_NAMES[language]} ({language})", str(row["zero_shot"]["size"]), "–",
+                         cell(row.get("zero_shot")), cell(row.get("language_adapter"))]
+                cells += [cell(row.get(f"k{k}")) for k in ks]
+            lines.append("| " + " | ".join(cells) + " |")
+        gaps = res.get("gap", {})
+        if gaps:
+            lines.append("")
+            parts = [f"{name}: {g['gap_points']:+.1f} points" for name, g in gaps.items() if name != "best"]
+            lines.append(f"EN − mean(targets): {'; '.join(parts)}.")
+        lines.append("")
+    memory = next((res["memory"] for res in results["tasks"].values() if res.get("memory")), None)
+    if memory:
+        lines.append(
+            f"Backbone as loaded ({memory['quant']}): {memory['footprint_bytes'] / 1e6:.0f} MB "
+            f"(fp32: {memory['fp32_bytes'] / 1e6:.0f} MB); {memory['word_embedding_params'] / 1e6:.0f}M of "
+            f"{memory['all_params'] / 1e6:.0f}M parameters are the word embedding ({memory['word_embedding_dtype']}), "
+            f"{memory['int8_linear_layers']} Linear layers are int8.")
+        lines.append("")
+    adapters = results.get("language_adapters") or {}
+    if adapters:
+        parts = [f"{code} {m['mlm_loss_first']:.2f} → {m['mlm_loss_last']:.2f}" for code, m in adapters.items()]
+        first = next(iter(adapters.values()))
+        lines.append(f"Language adapters (LoRA r={results['settings'].get('la_rank')}, {first['head_steps']} head-only + "
+                     f"{first['steps']} MLM steps each; masked-LM loss over the corpus shortlist, first → last "
+                     f"10 steps): {'; '.join(parts)}.")
+        lines.append("")
+    lines += [f"Command: `{results['command']}`", "", f"Total time: {results['seconds_total']:.0f} s on "
+              f"{results['device']}.", ""]
+    for note in results.get("notes", []):
+        lines.append(f"- {note}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def check_goals(results: dict[str, Any]) -> dict[str, Any]:
+    goals: dict[str, Any] = {}
+    sentiment = results["tasks"].get("sentiment")
+    if sentiment and sentiment.get("gap", {}).get("best"):
+        best = sentiment["gap"]["best"]
+        goals["sentiment_gap"] = {"target_points": GOALS["sentiment_gap_points"], "measured_points": best["gap_points"],
+                                  "configuration": best["configuration"],
+                                  "met": best["gap_points"] <= GOALS["sentiment_gap_points"]}
+    upos = results["tasks"].get("upos")
+    if upos:
+        for language in ("de", "nl"):
+            row = upos["languages"].get(language)
+            if row:
+                value = row["zero_shot"]["accuracy"]
+                goals[f"upos_zero_shot_{language}"] = {"target": GOALS["upos_zero_shot_accuracy"], "measured": value,
+                                                       "met": value >= GOALS["upos_zero_shot_accuracy"]}
+    return goals
 
 
 def summary_line(results: dict) -> str:
@@ -158,6 +656,25 @@ def summary_line(results: dict) -> str:
             parts.append(f"{name} {100 * goal['measured']:.1f}% (goal ≥ {100 * goal['target']:.0f}%: "
                          f"{'met' if goal['met'] else 'not met'})")
     return "Goals: " + "; ".join(parts) + "." if parts else ""
+
+
+def machine() -> dict[str, Any]:
+    """The CPU (name, native bf16 units) and cores the run was measured on."""
+    get = getattr(torch.cpu, "get_capabilities", None)
+    caps = get() if get else {}
+    units = [unit for unit in NATIVE_BF16_UNITS if caps.get(unit)] or ["no native bf16"]
+    return {"cpu": f"{caps.get('cpu_name') or platform.processor() or platform.machine()} ({', '.join(units)})",
+            "cpu_count": os.cpu_count()}
+
+
+def rounded(value: Any, digits: int = 4) -> Any:
+    if isinstance(value, float):
+        return round(value, digits) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 if __name__ == "__main__":

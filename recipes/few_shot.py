@@ -10,31 +10,33 @@ and the train wall time. The adapter of the seed with the best validation macro-
 skewtune adapter folder (``<output_dir>/adapter``), with ``metrics.json`` (every seed) and ``config.json``.
 Methods (``--method``): see ``skewtune.fewshot.METHODS`` — lora_head, prefix_head, contrastive_lora (SetFit-style
 pairs + a sentence-transformers loss on LoRA, then a head), allpairs_lora, prompt_allpairs_lora (with label-word
-prompts), prompt_probe, linear_probe. Flags override recipes/configs/few_shot.yaml.
+prompts), prompt_probe, linear_probe. Settings: skewtune/configs/few_shot.yaml (package data) ← --config
+YAML ← flags.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from skewtune.cli.main import run_guarded
+from skewtune.cli.main import ArgumentParser, run_guarded
 from skewtune.fewshot import FewShotConfig, runner
 from skewtune.training import add_config_arguments, config_from_args
 
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "few_shot.yaml"
+
+def build_parser() -> ArgumentParser:
+    """Every FewShotConfig flag, defaults from the packaged few_shot.yaml; bad flags → one line, exit 2."""
+    parser = ArgumentParser(prog="recipes/few_shot.py", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    add_config_arguments(parser, FewShotConfig, defaults="few_shot")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    add_config_arguments(parser, FewShotConfig)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
 
     def run() -> int:
-        # 1. settings: defaults ← recipes/configs/few_shot.yaml ← --config ← flags (shots, seeds, method, …)
-        cfg = config_from_args(args, FewShotConfig, defaults_file=DEFAULT_CONFIG)
+        # 1. settings: skewtune/configs/few_shot.yaml ← --config ← flags (shots, seeds, method, …)
+        cfg = config_from_args(args, FewShotConfig)
         # 2. validate the output folder, load + split the data, draw every seed's k-shot set (k too large for a
         #    class, k < 2 for a contrastive method, zero seeds: one error line, nothing written), tokenizer
         run = runner.prepare(cfg, recipe="few_shot")

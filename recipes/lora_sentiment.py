@@ -1,20 +1,19 @@
 """LoRA sentiment classification on an 8-bit backbone — skewtune's main recipe.
 
-    accelerate launch recipes/lora_sentiment.py                       # bundled defaults: tweets on MiniLM
-    accelerate launch recipes/lora_sentiment.py --config recipes/configs/lora_sentiment.yaml --seed 1
+    accelerate launch recipes/lora_sentiment.py                       # packaged defaults: tweets on MiniLM
+    accelerate launch recipes/lora_sentiment.py --config my.yaml --seed 1
     accelerate launch --config_file recipes/configs/accelerate_cpu_ddp.yaml recipes/lora_sentiment.py
 
 Read it top to bottom and copy it: every step is one call into the skewtune library.
-Flags override the YAML config beside this file (recipes/configs/lora_sentiment.yaml).
+Settings: skewtune/configs/lora_sentiment.yaml (package data) ← --config YAML ← flags; `skewtune train` starts
+from the same file, so the same flags give the same run.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from skewtune.cli.main import run_guarded
+from skewtune.cli.main import ArgumentParser, run_guarded
 from skewtune.training import (
     add_config_arguments,
     config_from_args,
@@ -26,18 +25,21 @@ from skewtune.training import (
     train,
 )
 
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "lora_sentiment.yaml"
+
+def build_parser() -> ArgumentParser:
+    """Every TrainConfig flag, defaults from the packaged lora_sentiment.yaml; bad flags → one line, exit 2."""
+    parser = ArgumentParser(prog="recipes/lora_sentiment.py", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    add_config_arguments(parser, defaults="lora_sentiment")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    add_config_arguments(parser)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
 
     def run() -> int:
-        # 1. settings: defaults ← recipes/configs/lora_sentiment.yaml ← --config ← flags
-        cfg = config_from_args(args, defaults_file=DEFAULT_CONFIG)
+        # 1. settings: skewtune/configs/lora_sentiment.yaml ← --config ← flags
+        cfg = config_from_args(args)
         # 2. validate the output folder, load + deduplicate + split the data, load the 8-bit backbone,
         #    wrap it with the adapter (nothing is written before this succeeds)
         run = prepare(cfg, recipe="lora_sentiment")

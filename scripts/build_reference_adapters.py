@@ -42,7 +42,7 @@ RESUMED = "resumed.json"  # in a run folder: training was interrupted and resume
 # 2026-11-28T00:00:00Z: the date the reference adapters were first built
 DEFAULT_EPOCH = "1795824000"
 
-# Flags on top of recipes/configs/lora_sentiment.yaml (minilm, 8bit, lora r=8 alpha=16 dropout 0.1 on the
+# Flags on top of the recipe's defaults, skewtune/configs/lora_sentiment.yaml (minilm, 8bit, lora r=8 alpha=16 dropout 0.1 on the
 # attention projections, lr 1e-3 linear with 6% warmup, batch 32, max_length 128, seed 42, plain CE). The v1
 # adapters were built before the recipe's defaults became `sampler: random_over` and no dropout; these three flags
 # keep them reproducible.
@@ -197,7 +197,7 @@ def _card_section(ref: dict[str, Any], manifest: dict[str, Any], metrics: dict[s
         "",
         f"- Data: {ref['data_note']}",
         f"- Split: {info['split']} ({info['train_size']} train / {info['test_size']} test texts).",
-        f"- Recipe command: `{info['command']}` (other settings: `recipes/configs/lora_sentiment.yaml`;"
+        f"- Recipe command: `{info['command']}` (other settings: `skewtune/configs/lora_sentiment.yaml`;"
         " the full configuration is in `skewtune.json` → `training`).",
         f"- Training time: {info['train_runtime_s']} s on {info['device']} ({info['torch_threads']} torch threads,"
         f" {os.cpu_count()} cores shared with other jobs)"

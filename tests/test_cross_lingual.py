@@ -1,4 +1,5 @@
-"""Cross-lingual pieces on tiny models: language codes, MLM language adapters, stacking, k-shot, recipe bad input."""
+"""Cross-lingual pieces on tiny models: language codes, MLM language adapters, stacking, k-shot, and the recipe's own
+logic (gap, goals, tables, resume records, bad input) from ``recipes/cross_lingual.py``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from skewtune.crosslingual import experiment as xl
 from skewtune.crosslingual.fewshot import restore, sample_k, snapshot
 from skewtune.crosslingual.languages import parse_languages
 from skewtune.crosslingual.mlm import (
@@ -237,7 +237,34 @@ def test_sample_k_is_balanced_and_seeded() -> None:
     assert chosen == sample_k(items, 8, seed=3, labels=labels) and sample_k(items, 0, 1) == []
 
 
+def test_scoring_a_language_and_k_shot_restores_the_adapter(spec, tmp_path) -> None:
+    """``skewtune.crosslingual.scoring``: a target test set scored zero-shot; k-shot fine-tunes, scores, restores."""
+    from skewtune.crosslingual.scoring import add_language_split, k_shot_score, score
+    from skewtune.data import Splits
+    from skewtune.training import TrainConfig, prepare
+    from tests.conftest import make_texts
+
+    texts, labels = make_texts(60, seed=2)
+    splits = Splits(texts[:40], labels[:40], texts[40:50], labels[40:50], texts[50:], labels[50:], ["negative", "positive"])
+    cfg = TrainConfig(dataset="custom", backbone=str(spec.path), quant="none", output_dir=str(tmp_path / "out"),
+                      max_length=16, baselines=False, report_plots=False)
+    run = prepare(cfg, recipe="test", splits=splits)
+    target, target_labels = make_texts(24, seed=9)
+    assert add_language_split(run, "test_de", target[:12], target_labels[:12], max_length=8) == "test_de"
+    zero = score(run, "test_de")
+    assert zero["size"] == 12 and 0.0 <= zero["accuracy"] <= 1.0 and "macro_f1" in zero
+    model = run.accelerator.unwrap_model(run.model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    shot = k_shot_score(run, target[12:], 4, labels=target_labels[12:], split="test_de", seed=1, epochs=2,
+                        learning_rate=5e-2, batch_size=2)
+    assert shot["k"] == 4 and shot["train_steps"] == 4 and shot["size"] == 12
+    after = dict(model.named_parameters())
+    assert all(torch.equal(after[n], v) for n, v in before.items())  # the English adapter is back
+    assert score(run, "test_de")["accuracy"] == zero["accuracy"]
+
+
 def test_gap_and_table() -> None:
+    xl = _recipe()
     task = {"train_size": 10, "languages": {
         "en": {"in_language": {"accuracy": 0.8, "size": 5}, "in_language_language_adapter": {"accuracy": 0.78, "size": 5}},
         "fr": {"zero_shot": {"accuracy": 0.7, "size": 4}, "language_adapter": {"accuracy": 0.76, "size": 4},
@@ -264,6 +291,7 @@ def test_gap_and_table() -> None:
 
 
 def test_resume_records_refuse_other_settings(tmp_path) -> None:
+    xl = _recipe()
     cfg = xl.CrossLingualConfig(output_dir=str(tmp_path), results_file=str(tmp_path / "r.json"))
     assert xl.load_partial(cfg, tmp_path) is None
     (tmp_path / "language_adapters" / "en").mkdir(parents=True)

@@ -1,4 +1,5 @@
-"""``benchmarks/imbalance.py``'s plumbing: the long-tail subsample, method names, aggregation, goal check, report.
+"""``benchmarks/imbalance.py``'s plumbing: method names, aggregation, goal check, report (the long-tail subsample is
+the library's ``skewtune.imbalance.long_tail_splits``: ``tests/test_imbalance_long_tail.py``).
 
 The benchmark itself (MiniLM 8-bit, about an hour of CPU) is not run here; one training of the tiny random
 backbone checks that reusing a training's logits for a post-hoc rule gives what ``--post_hoc`` gives.
@@ -9,132 +10,27 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
-from collections import Counter
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from skewtune.data import Splits
-from skewtune.data.datasets import normalise_for_dedup
-from skewtune.errors import ConfigError
-from tests.conftest import REPO, make_texts
+from skewtune.imbalance import long_tail_splits
+from tests.conftest import REPO
+from tests.test_imbalance_long_tail import NAMES, canonical_splits
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
+    if str(REPO / "benchmarks") not in sys.path:  # the benchmark imports its harness.py as a script would
+        sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location("imbalance_benchmark", REPO / "benchmarks" / "imbalance.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module
     spec.loader.exec_module(module)
     return module
-
-
-COUNTS = {"train": (300, 240, 120), "validation": (60, 48, 24), "test": (50, 40, 20)}
-NAMES = ("negative", "neutral", "positive")
-
-
-def canonical_splits() -> Splits:
-    """A skewed 3-class corpus with disjoint, unique texts per split (negative > neutral > positive)."""
-    texts, labels = make_texts(3 * 450, seed=3, classes=3)
-    pool: dict[str, list[str]] = {name: [t for t, y in zip(texts, labels) if y == name] for name in NAMES}
-    parts: dict[str, tuple[list[str], list[str]]] = {}
-    for split, counts in COUNTS.items():
-        xs: list[str] = []
-        ys: list[str] = []
-        for name, n in zip(NAMES, counts):
-            xs += pool[name][:n]
-            ys += [name] * n
-            pool[name] = pool[name][n:]
-        parts[split] = (xs, ys)
-    return Splits(*parts["train"], *parts["validation"], *parts["test"], labels=sorted(NAMES), name="toy")
-
-
-def decay(n_max: int, ratio: float, i: int, classes: int = 3) -> int:
-    return int(math.floor(n_max * ratio ** (-i / (classes - 1)) + 0.5))
-
-
-# ------------------------------------------------------------------------------------------- subsampling
-
-
-@pytest.mark.parametrize("ratio", [10.0, 50.0, 100.0, 7.5])
-@pytest.mark.parametrize("n_max", [100, 400, 1000])
-def test_sizes_follow_exponential_decay(bench: ModuleType, ratio: float, n_max: int) -> None:
-    counts = {"negative": 12780, "neutral": 11550, "positive": 5432}
-    sizes = bench.target_sizes(counts, ratio, n_max)
-    order = bench.class_order(counts)
-    assert order == ["negative", "neutral", "positive"]
-    assert [sizes[c] for c in order] == [decay(n_max, ratio, i) for i in range(3)]
-    assert sizes["negative"] == n_max
-    # ρ respected up to rounding the smallest class
-    n_min = sizes["positive"]
-    assert abs(n_max / n_min - ratio) <= ratio * 0.5 / n_min + 1e-9
-    if (n_max / ratio).is_integer():
-        assert n_max / n_min == ratio
-
-
-def test_decay_for_more_classes_and_natural_proportions(bench: ModuleType) -> None:
-    counts = {"a": 50, "b": 400, "c": 1000, "d": 90}
-    sizes = bench.target_sizes(counts, 1000.0, 2000)
-    assert [sizes[c] for c in ("c", "b", "d", "a")] == [2000, 200, 20, 2]  # 1000^(-i/3) = 10^(-i)
-    natural = bench.target_sizes(counts, None, 500)
-    assert natural == {"c": 500, "b": 200, "d": 45, "a": 25}
-    assert bench.target_sizes({"x": 10, "y": 1}, 1e6, 10)["y"] == 1  # never an empty class
-    assert bench.target_sizes(counts, 100.0, 100, min_per_class=5)["a"] == 5
-
-
-def test_long_tail_splits(bench: ModuleType) -> None:
-    canonical = canonical_splits()
-    kw: dict[str, Any] = {"val_n_max": 40, "val_min": 3, "test_per_class": 30}
-    ten = bench.long_tail_splits(canonical, 10.0, 100, 0, **kw)
-    hundred = bench.long_tail_splits(canonical, 100.0, 100, 0, **kw)
-    assert Counter(ten.train_labels) == {"negative": 100, "neutral": 32, "positive": 10}
-    assert Counter(hundred.train_labels) == {"negative": 100, "neutral": 10, "positive": 1}
-    assert hundred.info["realized_ratio"] == 100.0
-    # validation: the same decay from val_n_max, with the floor
-    assert Counter(ten.validation_labels) == {"negative": 40, "neutral": 13, "positive": 4}
-    assert Counter(hundred.validation_labels) == {"negative": 40, "neutral": 4, "positive": 3}
-    # deterministic per seed, different across seeds, nested across ratios (same majority rows)
-    again = bench.long_tail_splits(canonical, 10.0, 100, 0, **kw)
-    assert (again.train_texts, again.validation_texts) == (ten.train_texts, ten.validation_texts)
-    other = bench.long_tail_splits(canonical, 10.0, 100, 1, **kw)
-    assert set(other.train_texts) != set(ten.train_texts)
-    assert Counter(other.train_labels) == Counter(ten.train_labels)
-    assert set(hundred.train_texts) <= set(ten.train_texts)
-    majority = {t for t, y in zip(hundred.train_texts, hundred.train_labels) if y == "negative"}
-    assert majority == {t for t, y in zip(ten.train_texts, ten.train_labels) if y == "negative"}
-    # natural: proportions of the canonical training split scaled to n_max
-    natural = bench.long_tail_splits(canonical, None, 100, 0, **kw)
-    assert Counter(natural.train_labels) == {"negative": 100, "neutral": 80, "positive": 40}
-    # test: balanced, identical for every ratio and seed, disjoint from training and validation
-    for splits in (ten, hundred, other, natural):
-        assert Counter(splits.test_labels) == {"negative": 20, "neutral": 20, "positive": 20}  # min class count 20
-        assert splits.test_texts == ten.test_texts
-        seen = {normalise_for_dedup(t) for t in splits.train_texts + splits.validation_texts}
-        assert not seen & {normalise_for_dedup(t) for t in splits.test_texts}
-        assert set(splits.train_texts) <= set(canonical.train_texts)
-        assert splits.labels == canonical.labels
-    assert Counter(bench.long_tail_splits(canonical, 10.0, 100, 0, val_n_max=40, val_min=3,
-                                          test_per_class=5).test_labels) == dict.fromkeys(NAMES, 5)
-    with pytest.raises(ConfigError, match="has 300 'negative' rows, the subsample needs 301"):
-        bench.long_tail_splits(canonical, None, 301, 0, **kw)
-
-
-def test_tweets_default_subsample(bench: ModuleType) -> None:
-    from skewtune.data import load_dataset_splits
-
-    canonical = load_dataset_splits("tweets", seed=bench.SPLIT_SEED)
-    splits = bench.long_tail_splits(canonical, 100.0, 400, 2, val_n_max=200, val_min=5, test_per_class=150)
-    assert splits.info["class_order"] == ["negative", "neutral", "positive"]
-    assert Counter(splits.train_labels) == {"negative": 400, "neutral": 40, "positive": 4}
-    assert Counter(splits.validation_labels) == {"negative": 200, "neutral": 20, "positive": 5}
-    assert Counter(splits.test_labels) == dict.fromkeys(NAMES, 150)
-    train = {normalise_for_dedup(t) for t in splits.train_texts}
-    assert not train & {normalise_for_dedup(t) for t in splits.test_texts}
-    natural = bench.long_tail_splits(canonical, None, 400, 2, val_n_max=200, val_min=5, test_per_class=150)
-    assert 2.3 < natural.info["realized_ratio"] < 2.4
 
 
 # ------------------------------------------------------------------------------------------- names and flags
@@ -299,7 +195,7 @@ def test_reused_logits_match_the_pipeline_post_hoc(bench: ModuleType, tiny_bert:
     from skewtune.training.pipeline import evaluate_split
 
     monkeypatch.setenv("SKEWTUNE_NUM_THREADS", "1")  # train_one sets it too; restored after the test
-    splits = bench.long_tail_splits(canonical_splits(), 10.0, 100, 0, val_n_max=40, val_min=3, test_per_class=20)
+    splits = long_tail_splits(canonical_splits(), 10.0, 100, random_state=0, val_n_max=40, val_min=3, test_per_class=20)
     settings = {**bench.SHARED, "backbone": str(tiny_bert), "quant": "none", "learning_rate": "1e-2",
                 "num_train_epochs": 2.0, "max_length": 32, "per_device_train_batch_size": 16}
     config = bench.training_config(settings, ("weighted_ce", None, None), seed=3)
@@ -311,8 +207,8 @@ def test_reused_logits_match_the_pipeline_post_hoc(bench: ModuleType, tiny_bert:
     reused = bench.score_method(method, trained)
 
     cfg = TrainConfig(**{**config, "post_hoc": "bias_tuning"}, output_dir=str(tmp_path / "pipeline"))
-    run = prepare(cfg, recipe="test", splits=bench.long_tail_splits(canonical_splits(), 10.0, 100, 0, val_n_max=40,
-                                                                    val_min=3, test_per_class=20))
+    run = prepare(cfg, recipe="test", splits=long_tail_splits(canonical_splits(), 10.0, 100, random_state=0, val_n_max=40,
+                                                              val_min=3, test_per_class=20))
     train(run)
     fit_decision_rule(run)
     assert reused["decision"] == run.decision

@@ -30,7 +30,7 @@ def _run(sampler: str | None) -> SimpleNamespace:
     splits = SimpleNamespace(train_texts=[f"text {i}" for i in range(len(labels))],
                              class_counts=lambda: [labels.count(c) for c in range(3)])
     return SimpleNamespace(cfg=TrainConfig(sampler=sampler, seed=0), splits=splits,
-                           tokenized={"train": SimpleNamespace(labels=labels)})
+                           tokenized={"train": SimpleNamespace(labels=labels)}, row_indices=None)
 
 
 def test_priors_follow_the_sampler() -> None:

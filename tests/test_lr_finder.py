@@ -54,15 +54,19 @@ def test_range_test_restores_weights_rng_and_mode(tiny_bert: Path, toy_csv: Path
     run.model.eval()
     torch.manual_seed(123)
     rng, gen = torch.get_rng_state(), loader.generator.get_state()
-    lr = lr_finder.find_learning_rate(run, loader)
+    from skewtune.training.engine import Optimization
+    from skewtune.training.pipeline import build_loss
+
+    lr, record = lr_finder.find_learning_rate(run.model, loader, build_loss(run), run.accelerator,
+                                              Optimization.from_config(run.cfg, 1.0),
+                                              plot_path=run.output_dir / lr_finder.PLOT_NAME)
     after = run.model.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before), "weights must be restored exactly"
     assert all(p.grad is None for p in run.model.parameters())
     assert torch.equal(torch.get_rng_state(), rng) and torch.equal(loader.generator.get_state(), gen)
     assert not run.model.training
-    record = run.metrics["lr_finder"]
-    assert run.metrics["learning_rate_auto"] == lr == record["learning_rate"]
+    assert lr == record["learning_rate"]
     assert record["steps"] == len(record["losses"]) == len(record["learning_rates"]) <= record["planned_steps"] == 12
     assert record["stopped"] in ("completed", "diverged", "non_finite_loss")
     assert (out / "lr_finder.png").read_bytes()[:4] == b"\x89PNG"
@@ -101,16 +105,16 @@ def test_learning_rate_auto_refuses_too_short_runs(capsys, tiny_bert: Path, toy_
 @pytest.mark.parametrize("kind", ["linear", "cosine", "constant"])
 def test_schedulers_with_warmup(kind: str, monkeypatch, tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
     """Each scheduler runs; its multiplier ramps 0 → 1 over the warmup steps, then decays (or stays) as named."""
-    import transformers
+    from skewtune.training import engine
 
     made = []
-    original = transformers.get_scheduler
+    original = engine.get_scheduler
 
     def spy(*args, **kwargs):
         made.append(original(*args, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(transformers, "get_scheduler", spy)
+    monkeypatch.setattr(engine, "get_scheduler", spy)
     out = tmp_path / kind
     assert cli_main(["train", *tiny_args(tiny_bert, toy_csv, out), "--lr_scheduler_type", kind, "--max_steps", "8",
                      "--warmup_ratio", "0.25", "--eval_every_epoch", "false"]) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -488,9 +489,9 @@ def test_cli(world, tmp_path, capsys, monkeypatch):
     assert main(["merge", "--adapters", a1, a3, "--density", "2", "--output_dir", str(out)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     # --eval before the hook exists: one line, nothing written
-    import skewtune.evaluation as evaluation
+    merge_package = sys.modules["skewtune.merge"]  # `import skewtune.merge` may bind the top-level function
 
-    monkeypatch.delattr(evaluation, "evaluate_adapter", raising=False)
+    monkeypatch.delattr(merge_package, "evaluate_adapter", raising=False)
     assert main(["merge", "--adapters", a1, a3, "--eval", "tweets=tweets", "--output_dir", str(out)]) == 2
     assert "evaluate_adapter" in capsys.readouterr().err and not out.exists()
     calls = []
@@ -499,7 +500,7 @@ def test_cli(world, tmp_path, capsys, monkeypatch):
         calls.append((Path(adapter_dir).name, dataset_name))
         return {"macro_f1": 0.5}
 
-    monkeypatch.setattr(evaluation, "evaluate_adapter", fake_evaluate, raising=False)
+    monkeypatch.setattr(merge_package, "evaluate_adapter", fake_evaluate, raising=False)
     assert main(["merge", "--adapters", a1, a3, "--method", "linear", "--weights", "0.4", "0.6",
                  "--eval", "tweets=tweets", "--output_dir", str(out)]) == 0
     printed = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""``skewtune.evaluation.evaluate_adapter`` and the merge demo's plumbing, on tiny random backbones (light).
+"""``skewtune.merge.evaluate_adapter`` and the merge demo's plumbing, on tiny random backbones (light).
 
 The real-data demo itself (benchmarks/merge_demo.py, MiniLM 8-bit, minutes of CPU) is not run here; its results
 live in benchmarks/results/merge_demo.{json,md}.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import torch
 
 from skewtune.cli.main import main as cli_main
 from skewtune.errors import ConfigError, DataError
-from skewtune.evaluation import evaluate_adapter
+from skewtune.merge import evaluate_adapter
 from tests.conftest import REPO, make_texts, tiny_args, write_csv
 
 
@@ -141,6 +142,8 @@ def test_same_label_merge_is_single_task(toy: dict[str, Path], tmp_path: Path) -
 
 
 def _demo():
+    if str(REPO / "benchmarks") not in sys.path:  # the demo imports its harness.py as a script would
+        sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location("merge_demo", REPO / "benchmarks" / "merge_demo.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -74,12 +74,13 @@ def test_bitsandbytes_probe_passes_and_leaves_the_rng_alone() -> None:
 
 
 def test_resolve_quantize_embeddings() -> None:
+    from skewtune.backbones.modes import resolve_quantize_embeddings
     from skewtune.errors import ConfigError
 
-    assert q.resolve_quantize_embeddings("8bit", None) and q.resolve_quantize_embeddings("4bit", None)
-    assert not q.resolve_quantize_embeddings("none", None) and not q.resolve_quantize_embeddings("8bit", False)
+    assert resolve_quantize_embeddings("8bit", None) and resolve_quantize_embeddings("4bit", None)
+    assert not resolve_quantize_embeddings("none", None) and not resolve_quantize_embeddings("8bit", False)
     with pytest.raises(ConfigError, match="needs a quantized backbone"):
-        q.resolve_quantize_embeddings("none", True)
+        resolve_quantize_embeddings("none", True)
 
 
 @pytest.mark.parametrize("mode,linear,emb", [("8bit", "Linear8bitLt", q.Int8Embedding), ("4bit", "Linear4bit", q.NF4Embedding)])

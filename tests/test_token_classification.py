@@ -231,7 +231,7 @@ def test_token_cls_8bit_lora_forward(tiny_bert: Path) -> None:
 
     from skewtune.adapters import AdapterSettings, build_adapter
     from skewtune.backbones import load_backbone, resolve_backbone
-    from skewtune.training.token import TokenCrossEntropy
+    from skewtune.tasks import TokenCrossEntropy
 
     model = load_backbone(resolve_backbone(str(tiny_bert)), task="token_cls", num_labels=3, quant="8bit")
     assert any(type(m).__name__ == "Linear8bitLt" for m in model.modules())

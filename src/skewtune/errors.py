@@ -11,7 +11,9 @@ EXIT_USER_ERROR = 2
 
 
 class SkewtuneError(Exception):
-    """A problem in the user's input, with the fix in ``hint``."""
+    """A problem in the user's input, with the fix in ``hint``; entry points exit with ``exit_code``."""
+
+    exit_code = EXIT_USER_ERROR
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -55,6 +57,15 @@ class MergeError(SkewtuneError):
 
 class TrainingError(SkewtuneError):
     """Training stopped on a numeric or runtime fault."""
+
+
+class TrainingInterrupted(SkewtuneError):
+    """SIGINT/SIGTERM stopped training at a step boundary after a checkpoint was saved (exit 130, as a shell's)."""
+
+    exit_code = 130
+
+    def one_line(self) -> str:
+        return " ".join(f"interrupted: {self.message}; {self.hint}".split())
 
 
 def unknown_name(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> ConfigError:

@@ -1,6 +1,26 @@
-"""Adapter registry over peft: ``lora``, ``dora``, ``rslora``, ``ia3`` (+ ``prefix``, ``prompt``)."""
+"""Adapter registry over peft: ``lora``, ``dora``, ``rslora``, ``ia3`` (+ ``prefix``, ``prompt``).
 
-from skewtune.adapters.compat import load_trained_adapter
-from skewtune.adapters.registry import ADAPTERS, AdapterSettings, build_adapter, default_target_modules
+Each builder module registers itself in :data:`skewtune.adapters.base.ADAPTERS` (``registry.py`` imports the
+prefix and prompt builders, so the registry is full once it is imported). The names below load on first use
+(PEP 562): adapter-folder I/O (``skewtune.adapters.io``, used by the hub commands) and ``--lora_layers`` parsing
+must not import torch, transformers and peft.
+"""
 
-__all__ = ["ADAPTERS", "AdapterSettings", "build_adapter", "default_target_modules", "load_trained_adapter"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "ADAPTERS": "registry", "AdapterSettings": "base", "default_target_modules": "base",
+    "resolve_target_modules": "base", "build_adapter": "registry", "load_trained_adapter": "compat",
+    "merge_and_unload": "compat",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"skewtune.adapters.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'skewtune.adapters' has no attribute {name!r}")

@@ -48,9 +48,18 @@ import inspect
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
+from peft import PeftModel
+from peft.utils import ModulesToSaveWrapper
+from transformers.modeling_layers import GenericForSequenceClassification
+from transformers.modeling_outputs import TokenClassifierOutput
 
 from skewtune.errors import AdapterError, ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 PREFIX_KWARG = "skewtune_prefix"
 
@@ -131,8 +140,6 @@ class _PrefixKV:
         self.key, self.value, self.inner = key, value, inner
 
     def update(self, key_states: Any, value_states: Any, layer_idx: int | None = None, *args: Any, **kwargs: Any):
-        import torch
-
         if self.inner is not None:
             key_states, value_states = self.inner.update(key_states, value_states, layer_idx, *args, **kwargs)
         key = self.key.to(device=key_states.device, dtype=key_states.dtype)
@@ -145,8 +152,6 @@ class _PrefixKV:
 
 def _extend_mask(mask: Any, n_prefix: int, module: Any, hidden: Any, past: int) -> Any:
     """Prepend ``n_prefix`` always-visible key columns to a 4-D attention mask (None stays None unless causal)."""
-    import torch
-
     if mask is None:
         if not getattr(module, "is_causal", False):
             return None
@@ -214,8 +219,6 @@ def layer_prefix(peft_model: Any, layer: int, batch_size: int) -> tuple[Any, Any
     Linear-Tanh-Linear), inside the layer's forward: no graph is shared between layers, so (reentrant) gradient
     checkpointing can recompute a layer and backpropagate through it on its own.
     """
-    import torch
-
     config = peft_model.active_peft_config
     encoder = peft_model.prompt_encoder[peft_model.active_adapter]
     n_tokens, heads = config.num_virtual_tokens, config.num_attention_heads
@@ -288,8 +291,6 @@ def _prefix_forward(
 
 
 def _install_prefix(peft_model: Any) -> None:
-    import torch
-
     base = peft_model.get_base_model()
     modules = prefix_attention_modules(base)
     n_layers = peft_model.active_peft_config.num_layers
@@ -315,8 +316,6 @@ def _install_prefix(peft_model: Any) -> None:
 
 
 def _pools_last_token(model: Any) -> bool:
-    from transformers.modeling_layers import GenericForSequenceClassification
-
     return isinstance(model, GenericForSequenceClassification) or model.config.model_type in LAST_TOKEN_POOLING
 
 
@@ -333,8 +332,6 @@ def _prompt_forward(
     **kwargs: Any,
 ):
     """PeftModel.forward replacement for PROMPT_TUNING on SEQ_CLS / TOKEN_CLS."""
-    import torch
-
     config = self.active_peft_config
     n_virtual = config.num_virtual_tokens
     base = self.get_base_model()
@@ -365,8 +362,6 @@ def _prompt_forward(
     extra = _passthrough(output_attentions=output_attentions, output_hidden_states=output_hidden_states)
     if not token_cls:
         return base(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **extra, **kwargs)
-    from transformers.modeling_outputs import TokenClassifierOutput
-
     outputs = base(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **extra, **kwargs)
     logits = outputs.logits[:, n_virtual:]
     loss = None
@@ -394,10 +389,8 @@ def install_prompt_learning_shim(peft_model: Any) -> Any:
     return peft_model
 
 
-def load_trained_adapter(base_model: Any, folder: str | Path, *, is_trainable: bool = False) -> Any:
+def load_trained_adapter(base_model: PreTrainedModel, folder: str | Path, *, is_trainable: bool = False) -> PeftModel:
     """``PeftModel.from_pretrained(base_model, folder)`` plus the shim prefix/prompt adapters need to run."""
-    from peft import PeftModel
-
     folder = Path(folder)
     if not (folder / "adapter_config.json").is_file():
         raise AdapterError(f"{folder} has no adapter_config.json", "point at an adapter folder saved by skewtune")
@@ -414,10 +407,8 @@ def load_trained_adapter(base_model: Any, folder: str | Path, *, is_trainable: b
     return install_prompt_learning_shim(model)
 
 
-def merge_and_unload(peft_model: Any) -> Any:
+def merge_and_unload(peft_model: PeftModel) -> PreTrainedModel:
     """peft's ``merge_and_unload`` with trained ``modules_to_save`` copies put in place first (shim 3 above)."""
-    from peft.utils import ModulesToSaveWrapper
-
     for name, module in list(peft_model.named_modules()):
         if isinstance(module, ModulesToSaveWrapper):
             parent_name, _, child_name = name.rpartition(".")

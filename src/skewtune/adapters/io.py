@@ -11,8 +11,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from skewtune.errors import AdapterError
 from skewtune.utils.io import atomic_write_json, sha256_file
+from skewtune.version import __version__
 
 MANIFEST_NAME = "skewtune.json"
 FORMAT_VERSION = 1
@@ -36,8 +39,6 @@ def file_hashes(folder: Path) -> dict[str, str]:
 
 def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Complete ``manifest`` (version, timestamps, file hashes) and write it atomically into ``folder``."""
-    from skewtune import __version__
-
     folder = Path(folder)
     data = dict(manifest)
     data.setdefault("format_version", FORMAT_VERSION)
@@ -108,8 +109,6 @@ def verify_folder(folder: str | Path, manifest: dict[str, Any] | None = None) ->
 
 def render_card(manifest: dict[str, Any]) -> str:
     """Hugging Face model card (YAML front matter + a short body) from a manifest."""
-    import yaml
-
     metrics = manifest.get("metrics") or {}
     front: dict[str, Any] = {
         "base_model": manifest.get("base_model"),

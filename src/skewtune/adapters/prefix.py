@@ -9,11 +9,16 @@ Mistral) with eager or sdpa attention; anything else raises ConfigError before p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
+from peft import PrefixTuningConfig
+
+from skewtune.adapters.base import ADAPTERS, AdapterSettings, peft_task_type
 from skewtune.adapters.compat import check_prefix_support
-from skewtune.adapters.registry import AdapterSettings, _task_type
 from skewtune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -24,10 +29,11 @@ class PrefixSettings(AdapterSettings):
     encoder_hidden_size: int | None = None  # MLP width with prefix_projection; None -> the model's hidden size
 
 
-def prefix_config(model: Any, settings: AdapterSettings, task: str):
-    """``PrefixTuningConfig`` for ``model`` (ConfigError when its architecture cannot take a prefix)."""
-    from peft import PrefixTuningConfig
+@ADAPTERS.register("prefix")
+def prefix_config(model: PreTrainedModel, settings: AdapterSettings, task: str) -> PrefixTuningConfig:
+    """Prefix tuning (Li & Liang 2021): trainable keys/values prepended in every self-attention layer.
 
+    ``PrefixTuningConfig`` for ``model`` (ConfigError when its architecture cannot take a prefix)."""
     check_prefix_support(model)
     if settings.num_virtual_tokens < 1:
         raise ConfigError(
@@ -36,7 +42,7 @@ def prefix_config(model: Any, settings: AdapterSettings, task: str):
     projection = bool(getattr(settings, "prefix_projection", False))
     hidden = getattr(settings, "encoder_hidden_size", None) or model.config.hidden_size
     return PrefixTuningConfig(
-        task_type=_task_type(task),
+        task_type=peft_task_type(task),
         num_virtual_tokens=settings.num_virtual_tokens,
         prefix_projection=projection,
         encoder_hidden_size=hidden,

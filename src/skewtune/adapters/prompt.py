@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from skewtune.adapters.registry import AdapterSettings, _task_type
+from peft import PromptTuningConfig, PromptTuningInit
+
+from skewtune.adapters.base import ADAPTERS, AdapterSettings, peft_task_type
 from skewtune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -23,10 +28,11 @@ class PromptSettings(AdapterSettings):
     tokenizer_path: str | None = None  # for init_text; None -> the backbone folder
 
 
-def prompt_config(model: Any, settings: AdapterSettings, task: str):
-    """``PromptTuningConfig`` for ``model``; text initialisation tokenises ``init_text`` with the backbone's tokenizer."""
-    from peft import PromptTuningConfig, PromptTuningInit
+@ADAPTERS.register("prompt")
+def prompt_config(model: PreTrainedModel, settings: AdapterSettings, task: str) -> PromptTuningConfig:
+    """Prompt tuning (Lester et al. 2021): trainable virtual-token embeddings prepended to the input.
 
+    ``PromptTuningConfig`` for ``model``; text initialisation tokenises ``init_text`` with the backbone's tokenizer."""
     if settings.num_virtual_tokens < 1:
         raise ConfigError(
             f"num_virtual_tokens must be at least 1, got {settings.num_virtual_tokens}", "use e.g. --num_virtual_tokens 16"
@@ -51,7 +57,7 @@ def prompt_config(model: Any, settings: AdapterSettings, task: str):
             "tokenizer_name_or_path": str(tokenizer_path),
         }
     return PromptTuningConfig(
-        task_type=_task_type(task),
+        task_type=peft_task_type(task),
         num_virtual_tokens=settings.num_virtual_tokens,
         modules_to_save=list(settings.modules_to_save) or None,
         **extra,

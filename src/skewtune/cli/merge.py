@@ -23,15 +23,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hub", default=None, help="hub URL for adapter refs (default: $SKEWTUNE_HUB)")
     parser.add_argument("--weights", nargs="+", type=float, default=None,
                         help="one weight per adapter (default 1/n; 1 for task_arithmetic, ties, dare_ties)")
-    parser.add_argument("--method", default="ties", help=f"one of: {', '.join(METHOD_NAMES)} (default ties)")
+    parser.add_argument("--method", default="ties", help=f"merge method (choices: {', '.join(METHOD_NAMES)}; default: ties)")
     parser.add_argument("--density", type=float, default=0.5, help="kept fraction in (0, 1] for ties/dare/magnitude_prune")
     parser.add_argument("--scale", type=float, default=1.0, help="λ multiplying the merged update (task arithmetic)")
     parser.add_argument("--target_rank", type=int, default=None, help="rank of the SVD-factorised methods")
     parser.add_argument("--seed", type=int, default=0, help="seed of DARE's random drop")
-    parser.add_argument("--majority_sign_method", default="total", help="TIES sign election: total or frequency")
+    parser.add_argument("--majority_sign_method", default="total", choices=["total", "frequency"],
+                        help="TIES sign election: by summed magnitude (total) or by count (frequency)")
     parser.add_argument("--head_method", default=None, help="merge method for same-label heads (default: --method)")
     parser.add_argument("--tasks", nargs="+", default=None, help="task name per adapter (multi-task merges)")
-    parser.add_argument("--name", default=None, help="name recorded in the manifest and card")
+    parser.add_argument("--name", default=None, help="name recorded in the manifest and card (default: merge-<method>)")
     parser.add_argument("--output_dir", default=None, help="default: ./merged-<method>-<hash>")
     parser.add_argument("--eval", nargs="+", action="extend", default=None, metavar="TASK=DATASET",
                         help="score each source and the merge on DATASET for TASK (repeatable)")
@@ -40,8 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     fold = subparsers.add_parser("merge-into-base", help="fold an adapter into its backbone (transformers folder)")
     fold.add_argument("--adapter", required=True, help="adapter folder")
     fold.add_argument("--base", required=True, help="backbone name or folder")
-    fold.add_argument("--output_dir", required=True)
-    fold.add_argument("--quant", choices=["none", "8bit"], default="none")
+    fold.add_argument("--output_dir", required=True, help="folder for the merged transformers model")
+    fold.add_argument("--quant", choices=["none", "8bit"], default="none",
+                      help="weights of the merged model: fp32 (none) or LLM.int8 (8bit)")
     fold.add_argument("--task", default=None, help="task of a multi-task adapter (default: its default task)")
     fold.add_argument("--no_verify", action="store_true", help="skip the logits check against the unmerged model")
     fold.set_defaults(func=_run_merge_into_base)
@@ -61,13 +63,13 @@ def parse_evals(items: list[str] | None) -> list[tuple[str, str]]:
 
 
 def eval_hook() -> Callable[..., dict[str, Any]]:
-    """``skewtune.evaluation.evaluate_adapter(adapter_dir, dataset_name) -> dict``, or ConfigError if absent."""
+    """``skewtune.merge.evaluate_adapter(adapter_dir, dataset_name) -> dict``, or ConfigError if absent."""
     from skewtune.errors import ConfigError
 
     try:
-        from skewtune.evaluation import evaluate_adapter  # type: ignore[attr-defined]
+        from skewtune.merge import evaluate_adapter
     except ImportError as exc:
-        raise ConfigError("--eval needs skewtune.evaluation.evaluate_adapter, which this version lacks",
+        raise ConfigError("--eval needs skewtune.merge.evaluate_adapter, which this version lacks",
                           "drop --eval and evaluate the merged adapter separately") from exc
     return evaluate_adapter
 

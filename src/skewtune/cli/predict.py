@@ -8,19 +8,26 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("predict", help="predict labels with a saved adapter")
-    parser.add_argument("--adapter", required=True, help="adapter folder (or hub ref with --hub)")
-    parser.add_argument("--input", required=True, help="file.txt (one text per line), .csv, .tsv, .jsonl, .json, .parquet")
-    parser.add_argument("--output", required=True, help="predictions .jsonl")
-    parser.add_argument("--text_column", default="text")
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--quant", choices=["8bit", "4bit", "none"], default=None, help="default: as trained")
-    parser.add_argument("--merge", action="store_true", help="fold LoRA into a dense backbone (faster)")
+    parser = subparsers.add_parser(
+        "predict", help="predict labels with a saved adapter",
+        description="Predict a label and class probabilities for every input text with a saved adapter; writes one "
+                    "JSON object per line. A shared adapter is fetched first with 'skewtune hub pull NAME'.")
+    parser.add_argument("--adapter", required=True,
+                        help="adapter folder saved by skewtune (skewtune.json + PEFT files), e.g. runs/x/adapter")
+    parser.add_argument("--input", required=True,
+                        help="texts: .txt (one per line), .csv, .tsv, .jsonl, .json or .parquet")
+    parser.add_argument("--output", required=True, help="predictions file (.jsonl), written atomically")
+    parser.add_argument("--text_column", default="text", help="column of the texts in a table input")
+    parser.add_argument("--batch_size", type=int, default=128, help="texts per forward pass")
+    parser.add_argument("--quant", choices=["8bit", "4bit", "none"], default=None,
+                        help="backbone weights (choices: 8bit, 4bit, none; default: as trained)")
+    parser.add_argument("--merge", action="store_true",
+                        help="fold LoRA/IA3 into a dense backbone (faster serving; unquantized)")
     parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="compute precision; auto: fp32 unmerged, bf16 merged where the hardware has native "
                              "bf16 (CPUs with AMX-BF16 or AVX512-BF16, CUDA), else fp32")
-    parser.add_argument("--max_length", type=int, default=128)
-    parser.add_argument("--encoding", default="utf-8")
+    parser.add_argument("--max_length", type=int, default=128, help="subword tokens per text; longer texts are truncated")
+    parser.add_argument("--encoding", default="utf-8", help="text encoding of the input file")
     parser.set_defaults(func=_run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from skewtune.training.config import add_config_arguments, config_from_args
+from skewtune.training.config import TokenTrainConfig, add_config_arguments, config_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -12,15 +12,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "train-tokens", help="train an adapter for token classification (CoNLL input, e.g. NER or POS tags)",
         description="Train a token-classification adapter. --dataset: a CoNLL file (word ... TAG per line, blank "
                     "line between sentences; CoNLL-U recognised) or a registered corpus (upos_en, en_wsj, "
-                    "de_tiger, nl_twnc, es_wikicorpus, it_wacky).")
-    from skewtune.training.token import TokenTrainConfig
-
+                    "de_tiger, nl_twnc, es_wikicorpus, it_wacky). Defaults: the dataclass "
+                    "skewtune.training.TokenTrainConfig (no packaged YAML).")
     add_config_arguments(parser, TokenTrainConfig)
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from skewtune.training.token import TokenTrainConfig, run_token_training
+    cfg = config_from_args(args, TokenTrainConfig)  # bad flags fail here, before torch and the backbone load
+    from skewtune.tasks import TokenClassification  # lazy: keeps `skewtune --help` and flag errors fast
+    from skewtune.training.pipeline import run_training
 
-    run_token_training(config_from_args(args, TokenTrainConfig), recipe="train_tokens")
+    run_training(cfg, recipe="train_tokens", task=TokenClassification())
     return 0

@@ -11,7 +11,7 @@ is taken over the *shortlist* of pieces that occur in the language's corpus (a f
 always belong to it, random replacements are drawn from it) instead of all 250,002 pieces. Masking is
 BERT's: 15% of the non-special tokens, 80% ``<mask>``, 10% a random shortlist piece, 10% unchanged.
 
-The training loop is :func:`skewtune.training.loop.fit` (Accelerate, AdamW, linear warmup schedule) over
+Training goes through the engine, :func:`skewtune.training.engine.train_module` (Accelerate, AdamW, linear warmup schedule), over
 length-grouped batches. The adapter folder is a PEFT LoRA folder (keys ``base_model.model.<encoder>...``, so it
 loads onto the sequence- and token-classification models of the same backbone, see
 :mod:`skewtune.crosslingual.stack`) plus ``README.md`` and ``skewtune.json`` (``role: language_adapter``,
@@ -21,17 +21,27 @@ loads onto the sequence- and token-classification models of the same backbone, s
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import set_seed
+from peft import LoraConfig, get_peft_model
+from peft.tuners.lora import LoraLayer
+from transformers.modeling_outputs import MaskedLMOutput
 
+from skewtune.adapters.io import write_manifest
+from skewtune.adapters.registry import AdapterSettings, _resolve_targets
+from skewtune.backbones import base_fingerprint, load_tokenizer
+from skewtune.backbones.registry import load_backbone_with_head
+from skewtune.data.batching import tokenize_split
 from skewtune.errors import BackboneError, ConfigError, DataError
+from skewtune.training.engine import Optimization, batch_loader, build_accelerator, train_module
+from skewtune.utils.io import atomic_dir, atomic_write_text, check_writable_dir
 
 logger = logging.getLogger("skewtune")
 
@@ -41,7 +51,6 @@ ROLE = "language_adapter"
 @dataclass
 class LanguageAdapterSettings:
     """How a language adapter is trained."""
-
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
@@ -61,44 +70,7 @@ class LanguageAdapterSettings:
 # ---------------------------------------------------------------------------------------------------- model
 def load_mlm_model(spec: Any, quant: str = "8bit") -> tuple[Any, bool]:
     """``AutoModelForMaskedLM`` of ``spec`` (head modules kept out of quantization); True when the head is new."""
-    from transformers import AutoConfig, AutoModelForMaskedLM
-
-    from skewtune.backbones.quant import check_bitsandbytes
-    from skewtune.backbones.registry import _quiet_loading, quantization_config
-
-    try:
-        config = AutoConfig.from_pretrained(spec.path, **spec.load_kwargs)
-    except (OSError, ValueError) as exc:
-        raise BackboneError(f"cannot load backbone '{spec.name}': {str(exc).splitlines()[0]}", "check --backbone") from exc
-    if config.model_type not in ("bert", "roberta", "xlm-roberta"):
-        raise ConfigError(f"language adapters need a BERT-style encoder, got model type '{config.model_type}'",
-                          "use an encoder backbone such as me5-small")
-    qconfig = quantization_config(quant, ["cls", "lm_head"])
-    if qconfig is not None:
-        check_bitsandbytes(quant)
-    kwargs: dict[str, Any] = {"dtype": torch.float32, **spec.load_kwargs}
-    if qconfig is not None:
-        kwargs["quantization_config"] = qconfig
-        if quant == "8bit":
-            from skewtune.backbones.bnb_compat import patch_cpu_int8_matmul
-
-            patch_cpu_int8_matmul()
-        if torch.cuda.is_available():
-            kwargs["device_map"] = {"": torch.cuda.current_device()}
-    with _quiet_loading():
-        try:
-            model, info = AutoModelForMaskedLM.from_pretrained(spec.path, output_loading_info=True, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise BackboneError(f"cannot load backbone '{spec.name}' for masked LM: {str(exc).splitlines()[0]}",
-                                "check --backbone") from exc
-    built = any(key.startswith(("cls.", "lm_head.")) for key in info.get("missing_keys", []))
-    if qconfig is not None:  # as load_backbone: freeze, LayerNorms fp32, CPU 4-bit weights kept trainable
-        from skewtune.backbones.quant import keep_cpu_4bit_trainable, prepare_for_kbit_training
-
-        if quant == "4bit":
-            keep_cpu_4bit_trainable(model)
-        prepare_for_kbit_training(model)
-    return model, built
+    return load_backbone_with_head(spec, task="mlm", quant=quant)
 
 
 def _head(model: Any) -> tuple[Any, Any, torch.nn.Parameter]:
@@ -150,7 +122,6 @@ class ShortlistMLM(torch.nn.Module):
         self.transform, self._decoder_weight, self._bias = _head(base)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, masked: torch.Tensor) -> Any:
-        from transformers.modeling_outputs import MaskedLMOutput
 
         hidden = self._encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         states = self.transform(hidden[masked.bool()])
@@ -161,7 +132,6 @@ class ShortlistMLM(torch.nn.Module):
 
 class MLMCollator:
     """Pad, then mask like BERT; labels are shortlist indices of the masked tokens (flattened)."""
-
     def __init__(self, pad_token_id: int, mask_token_id: int, shortlist: list[int], special_ids: set[int],
                  probability: float = 0.15, seed: int = 0) -> None:
         self.pad_token_id = pad_token_id
@@ -240,11 +210,7 @@ def train_language_adapters(
     Between languages the LoRA weights are re-initialised (seeded) and the head is reset (a built head to its
     identity / log-unigram start, a pretrained one to its loaded weights). Everything is checked before training.
     """
-    from peft import LoraConfig, get_peft_model
 
-    from skewtune.adapters.registry import AdapterSettings, _resolve_targets
-    from skewtune.backbones import load_tokenizer
-    from skewtune.utils.io import check_writable_dir
 
     settings = settings or LanguageAdapterSettings()
     if settings.steps < 1:
@@ -285,7 +251,6 @@ def train_language_adapters(
 
 
 def _reset_lora(peft_model: Any, seed: int) -> None:
-    from peft.tuners.lora import LoraLayer
 
     torch.manual_seed(seed)
     for module in peft_model.modules():
@@ -295,14 +260,6 @@ def _reset_lora(peft_model: Any, seed: int) -> None:
 
 def _train_one(peft_model: Any, tokenizer: Any, texts: list[str], language: str, built: bool,
                settings: LanguageAdapterSettings, progress: bool) -> dict[str, Any]:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from torch.utils.data import DataLoader
-    from transformers import get_scheduler
-
-    from skewtune.data.batching import LengthGroupedBatchSampler, tokenize_split
-    from skewtune.training.loop import FitState, configure_threads, fit
-
     set_seed(settings.seed)
     split = tokenize_split(tokenizer, texts, None, settings.max_length, f"{language} unlabelled")
     special = set(tokenizer.all_special_ids)
@@ -313,12 +270,10 @@ def _train_one(peft_model: Any, tokenizer: Any, texts: list[str], language: str,
     module = ShortlistMLM(peft_model, shortlist_t)
     for param in [*module.transform.parameters(), module._bias]:
         param.requires_grad_(True)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    configure_threads(accelerator)
+    accelerator = build_accelerator(mixed_precision="no")
     collator = MLMCollator(tokenizer.pad_token_id, tokenizer.mask_token_id, shortlist, special,
                            settings.mask_probability, settings.seed)
-    sampler = LengthGroupedBatchSampler(split.lengths, settings.batch_size, seed=settings.seed)
-    loader = DataLoader(split, batch_sampler=sampler, collate_fn=collator, num_workers=0)
+    loader = batch_loader(split, split.lengths, settings.batch_size, collator, seed=settings.seed, private_rng=False)
     losses: list[float] = []
 
     def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -328,7 +283,6 @@ def _train_one(peft_model: Any, tokenizer: Any, texts: list[str], language: str,
 
     lora = [p for n, p in module.named_parameters() if "lora_" in n]
     head = [*module.transform.parameters(), module._bias]
-    prepared = accelerator.prepare(module)
     start = time.perf_counter()
     head_losses: list[float] = []
     for phase, steps in (("head", settings.head_steps), ("joint", settings.steps)):
@@ -336,15 +290,10 @@ def _train_one(peft_model: Any, tokenizer: Any, texts: list[str], language: str,
             continue
         for param in lora:
             param.requires_grad_(phase == "joint")
-        params = head if phase == "head" else head + lora
-        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-        scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(settings.warmup_ratio * steps),
-                                  num_training_steps=steps)
-        optimizer, loader_p, scheduler = accelerator.prepare(optimizer, loader, scheduler)
-        epochs = max(1, math.ceil(steps / max(1, len(loader_p))))
-        fit(model=prepared, optimizer=optimizer, scheduler=scheduler, train_loader=loader_p, batch_sampler=sampler,
-            accelerator=accelerator, loss_fn=loss_fn, num_epochs=epochs, max_steps=steps, max_grad_norm=1.0,
-            state=FitState(), progress=progress)
+        opt = Optimization(learning_rate=settings.learning_rate, max_steps=steps, weight_decay=settings.weight_decay,
+                           warmup_ratio=settings.warmup_ratio, max_grad_norm=1.0)
+        train_module(module, loader, loss_fn, opt, accelerator, params=head if phase == "head" else head + lora,
+                     progress=progress)
         if phase == "head":
             head_losses, losses[:] = list(losses), []
     seconds = time.perf_counter() - start
@@ -371,11 +320,7 @@ def _train_one(peft_model: Any, tokenizer: Any, texts: list[str], language: str,
 def save_language_adapter(peft_model: Any, output_dir: Path, spec: Any, language: str,
                           settings: LanguageAdapterSettings, metrics: dict[str, Any]) -> Path:
     """PEFT LoRA folder + README + skewtune.json (atomically)."""
-    from dataclasses import asdict
 
-    from skewtune.adapters.io import write_manifest
-    from skewtune.backbones import base_fingerprint
-    from skewtune.utils.io import atomic_dir, atomic_write_text
 
     manifest = {
         "name": f"lang-{language}-{spec.name}".replace("/", "_"),

@@ -19,6 +19,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+from peft import LoraConfig, PeftModel
+from peft.utils import set_peft_model_state_dict
+from safetensors.torch import load_file
+
+from skewtune.adapters.io import check_folder_safe, read_manifest, verify_folder
 from skewtune.errors import AdapterError
 
 
@@ -32,12 +38,7 @@ def _peft(model: Any) -> Any:
 
 def attach_language_adapter(model: Any, folder: str | Path, name: str, *, verify: bool = True) -> str:
     """Load the LoRA language adapter in ``folder`` into ``model`` as adapter ``name`` (frozen, inactive)."""
-    import torch
-    from peft import LoraConfig, PeftModel
-    from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
-    from skewtune.adapters.io import check_folder_safe, read_manifest, verify_folder
 
     peft_model = _peft(model)
     folder = Path(folder)

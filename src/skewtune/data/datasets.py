@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sklearn.model_selection import train_test_split
+
+from skewtune.data import pattern3
 from skewtune.data.readers import check_path, read_rows, read_table
 from skewtune.errors import DataError
 from skewtune.utils.registry import Registry
@@ -79,8 +83,6 @@ def _pattern3_loader(corpus: str) -> Callable[[], tuple[list[str], list[str], st
     """Loader of a pattern3 sentiment corpus (labels "negative"/"positive"), fetched by scripts/fetch_data.py."""
 
     def load() -> tuple[list[str], list[str], str]:
-        from skewtune.data import pattern3
-
         texts, labels = pattern3.load_sentiment(corpus)
         return texts, labels, pattern3.SENTIMENT[corpus].language
 
@@ -144,8 +146,6 @@ def _split(*arrays, whole: list[str] | None = None, **kwargs):
 
     ``whole``: the labels of the full data, named in the message (the failing call may see a held-out part only).
     """
-    from sklearn.model_selection import train_test_split
-
     try:
         return train_test_split(*arrays, **kwargs)
     except ValueError as exc:
@@ -166,8 +166,6 @@ def _check_texts(texts: list[str], labels: list[str], where: str, skip_empty: bo
             "remove them or pass --skip_empty_texts",
         )
     if empty:
-        import logging
-
         logging.getLogger("skewtune").warning("skipped %d empty text(s) in %s (--skip_empty_texts)", len(empty), where)
         keep = [i for i, t in enumerate(texts) if t.strip()]
         texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
@@ -283,7 +281,7 @@ def _read_extra(path, text_column, label_column, encoding, skip_empty, train_tex
 
 def _read_saved_datasets(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
     """A ``datasets`` folder written by ``save_to_disk`` (all splits concatenated; we re-split)."""
-    import datasets
+    import datasets  # lazy: HF datasets (pyarrow, pandas) costs seconds to import; only saved folders need it
 
     loaded = datasets.load_from_disk(str(path))
     parts = list(loaded.values()) if isinstance(loaded, datasets.DatasetDict) else [loaded]

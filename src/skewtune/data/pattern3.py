@@ -26,6 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from skewtune.data.upos import sentences_to_universal
 from skewtune.errors import DataError, unknown_name
 from skewtune.utils.io import (
     atomic_dir,
@@ -313,8 +314,6 @@ def load_tagged(
         raise DataError(f"{path} is not UTF-8: {exc}", f"{FETCH_HINT} --force") from exc
     sentences = [parse_tagged_line(line, name) for line in lines if line.strip()]
     if universal:
-        from skewtune.data.upos import sentences_to_universal
-
         sentences = sentences_to_universal(sentences, corpus.tagset)
     return sentences
 

@@ -55,7 +55,7 @@ def read_rows(path: str | Path, encoding: str = "utf-8") -> list[dict[str, objec
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty", "give a file with a header row and at least one example per class")
     if suffix == ".parquet":
-        import pandas as pd
+        import pandas as pd  # lazy: pandas + pyarrow are slow to import and only parquet files need them
 
         try:
             frame = pd.read_parquet(path)

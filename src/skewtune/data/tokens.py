@@ -22,8 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from skewtune.data import pattern3
 from skewtune.data.batching import TokenizedSplit
-from skewtune.errors import DataError
+from skewtune.data.upos import TAGSETS, sentences_to_universal
+from skewtune.errors import BackboneError, ConfigError, DataError, unknown_name
 from skewtune.utils.registry import Registry
 
 logger = logging.getLogger("skewtune")
@@ -103,8 +107,6 @@ def map_tagset(sentences: list[Sentence], tagset: str | None) -> list[Sentence]:
     """Tags mapped to universal POS when ``tagset`` names a table of :mod:`skewtune.data.upos` (else unchanged)."""
     if not tagset:
         return sentences
-    from skewtune.data.upos import sentences_to_universal
-
     return sentences_to_universal(sentences, tagset)
 
 
@@ -140,8 +142,6 @@ TOKEN_DATASETS: Registry[Callable[[], tuple[list[Sentence], str]]] = Registry("t
 
 def _pattern3_loader(name: str) -> Callable[[], tuple[list[Sentence], str]]:
     def load() -> tuple[list[Sentence], str]:
-        from skewtune.data import pattern3
-
         return pattern3.load_tagged(name, universal=True), pattern3.TAGGED[name].language
 
     load.__doc__ = f"pattern3 tagged corpus {name}, universal POS tags"
@@ -149,15 +149,11 @@ def _pattern3_loader(name: str) -> Callable[[], tuple[list[Sentence], str]]:
 
 
 def _register_pattern3() -> None:
-    from skewtune.data.pattern3 import TAGGED
-
-    for name in TAGGED:
+    for name in pattern3.TAGGED:
         TOKEN_DATASETS.add(name, _pattern3_loader(name))
 
     def upos_en() -> tuple[list[Sentence], str]:
         """English universal POS: pattern3 WSJ + OANC samples."""
-        from skewtune.data import pattern3
-
         return pattern3.load_tagged("en_wsj", universal=True) + pattern3.load_tagged("en_oanc", universal=True), "en"
 
     TOKEN_DATASETS.add("upos_en", upos_en)
@@ -207,8 +203,6 @@ def subsample(sentences: list[Sentence], limit: int | None, seed: int) -> list[S
 def _load_source(source: str, tagset: str | None, encoding: str) -> tuple[list[Sentence], str, str]:
     if source in TOKEN_DATASETS:
         if tagset:
-            from skewtune.errors import ConfigError
-
             raise ConfigError(f"--tagset applies to CoNLL files; registered corpus '{source}' is already in "
                               "universal POS tags", "drop --tagset")
         sentences, language = TOKEN_DATASETS.get(source)()
@@ -237,9 +231,6 @@ def load_token_splits(
     ``test_file`` those files are used as given (sentences seen in training are dropped from them).
     """
     if tagset:
-        from skewtune.data.upos import TAGSETS
-        from skewtune.errors import unknown_name
-
         if tagset not in TAGSETS:
             raise unknown_name("tagset", tagset, list(TAGSETS))
     sentences, language, name = _load_source(dataset, tagset, encoding)
@@ -352,8 +343,6 @@ def tokenize_token_split(
     longer than ``max_length`` are cut (the final special token kept); words cut off count as unpredicted.
     """
     if not getattr(tokenizer, "is_fast", False):
-        from skewtune.errors import BackboneError
-
         raise BackboneError("token classification needs a fast tokenizer (word_ids)", "use a backbone with tokenizer.json")
     prefix_words = prefix.split()
     n_prefix = len(prefix_words)
@@ -395,8 +384,6 @@ def tokenize_token_split(
 def decode_predictions(logits: Any, split: TokenizedTokens, id2label: dict[int, str],
                        missing: str = "<none>") -> list[list[str]]:
     """Word-level tags from ``[N, T, C]`` logits read at each word's first subword (``missing`` when cut)."""
-    import torch
-
     predicted = torch.as_tensor(logits).nan_to_num(float("-inf")).argmax(-1).tolist()
     out = []
     for row, first in zip(predicted, split.word_positions):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
+from sklearn.pipeline import make_pipeline
 
 
 def majority_macro_f1(train_labels: list[str], test_labels: list[str]) -> float:
@@ -17,10 +20,6 @@ def majority_macro_f1(train_labels: list[str], test_labels: list[str]) -> float:
 def tfidf_macro_f1(train_texts: list[str], train_labels: list[str], test_texts: list[str], test_labels: list[str],
                    seed: int = 0) -> float:
     """TF-IDF word 1–2-grams (sublinear tf) + logistic regression (C=10... chosen by scikit-learn defaults)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
     pipeline = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
         LogisticRegression(max_iter=2000, random_state=seed),

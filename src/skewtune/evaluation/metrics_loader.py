@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,10 @@ for _folder in sorted(METRICS_DIR.iterdir()) if METRICS_DIR.is_dir() else []:
 
 @cache
 def load_metric(name: str = "classification") -> Any:
-    """``evaluate.load`` on the bundled module folder; HF_HUB_OFFLINE keeps evaluate from any lookup."""
-    import evaluate
+    """``evaluate.load`` on the bundled module folder: a local script, so evaluate makes no Hub lookup."""
+    import evaluate  # lazy: evaluate imports HF datasets + pyarrow (~3 s); only computing a metric needs it
 
     folder = METRICS.get(name)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
     return evaluate.load(str(folder))
 
 

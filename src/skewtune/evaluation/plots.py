@@ -1,25 +1,24 @@
-"""Plots written atomically as PNG (matplotlib, Agg backend)."""
+"""Plots written atomically as PNG (matplotlib's object API: no pyplot state, the caller's backend untouched)."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
+import numpy as np
+
 from skewtune.utils.io import atomic_write_bytes
 
 
 def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: str | Path, title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    from matplotlib.figure import Figure  # lazy: matplotlib is only needed when a plot is written
 
     data = np.asarray(matrix, dtype=float)
     row_sums = data.sum(axis=1, keepdims=True)
     normalised = np.divide(data, row_sums, out=np.zeros_like(data), where=row_sums > 0)
     size = max(4.0, 0.6 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
     ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
@@ -33,5 +32,4 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: str 
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())

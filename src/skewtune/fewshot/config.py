@@ -5,39 +5,56 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from skewtune.adapters.layers import parse_layers  # noqa: F401  (the one --lora_layers syntax; re-exported)
 from skewtune.errors import ConfigError
 from skewtune.fewshot.pairs import STRATEGIES
 from skewtune.fewshot.sampling import DISTRIBUTIONS, check_shots, parse_seeds
-from skewtune.training.config import TrainConfig
+from skewtune.training.config import SAMPLER_NAMES, TrainConfig, choice
 
 CONTRASTIVE_LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive")
 HEADS = ("logistic", "linear")
+# kept in step with skewtune.fewshot.methods.METHODS (a test checks it; importing it here would be a cycle)
+METHOD_NAMES = ("prompt_allpairs_lora", "allpairs_lora", "contrastive_lora", "lora_head", "prefix_head",
+                "prompt_probe", "linear_probe")
 
 
 @dataclasses.dataclass
 class FewShotConfig(TrainConfig):
-    """``TrainConfig`` + k-shot sampling, the method and its contrastive/head settings."""
+    """``TrainConfig`` + k-shot sampling, the method and its contrastive/head settings.
+
+    The defaults equal ``src/skewtune/configs/few_shot.yaml`` (a test checks it); the model and optimisation values
+    that differ from the classification recipe's are overridden below.
+    """
 
     shots: int = 8  # k: examples per class (per_class) or k·C in total (natural)
     seeds: str = "5"  # a count N (seeds 0..N-1) or a comma list; each seed draws its own k-shot set
-    method: str = "prompt_allpairs_lora"  # see skewtune.fewshot.METHODS
-    shots_distribution: str = "per_class"  # per_class | natural (k·C examples following the training distribution)
-    test_samples: int | None = None  # fixed test subset (same rows for every method and seed); default: all
+    method: str = choice("prompt_allpairs_lora", METHOD_NAMES, "few-shot method")  # how the k-shot adapter is trained (skewtune.fewshot.METHODS)
+    shots_distribution: str = choice("per_class", DISTRIBUTIONS, "--shots_distribution")  # per_class: k per class; natural: k·C examples following the training distribution
+    test_samples: int | None = None  # fixed test subset (same rows for every method and seed); none: all
     validation_samples: int | None = 256  # validation rows used to pick the adapter to save among the seeds
     # contrastive stage (contrastive_lora, allpairs_lora)
-    contrastive_loss: str = "cosine"  # sentence-transformers loss: cosine | cosent | angle | contrastive | online_contrastive
-    pair_strategy: str = "oversampling"  # SetFit pair sampling: oversampling | undersampling | unique
-    num_iterations: int | None = None  # SetFit's num_iterations: pairs of each kind per example (overrides pair_strategy)
+    contrastive_loss: str = choice("cosine", CONTRASTIVE_LOSSES, "--contrastive_loss")  # sentence-transformers loss of the contrastive stage
+    pair_strategy: str = choice("oversampling", STRATEGIES, "--pair_strategy")  # SetFit pair sampling
+    num_iterations: int | None = None  # SetFit's num_iterations: pairs of each kind per example (overrides --pair_strategy)
     body_epochs: int = 1  # epochs of the contrastive stage over the pairs (contrastive_lora)
-    allpairs_steps: int | None = None  # steps of the all-pairs stage; default: auto (a quarter of SetFit's encoder passes)
-    head: str = "logistic"  # head on the embeddings: logistic (scikit-learn, SetFit's default) | linear (torch, uses --loss)
+    allpairs_steps: int | None = None  # steps of the all-pairs stage; none: auto (a quarter of SetFit's encoder passes)
+    head: str = choice("logistic", HEADS, "--head")  # head on the embeddings: logistic (scikit-learn, SetFit's default) or linear (torch, uses --loss)
     augment_copies: int = 0  # EDA copies per k-shot example (all classes; --augment names the operation, default eda)
-    lora_layers: str | None = None  # LoRA only in these transformer layers: "top2", "3,4,5"; default all layers
-    label_prompts: bool | None = None  # add label-word prompts as labelled rows (default: on for prompt_* methods)
-    label_templates: str | None = None  # "|"-separated templates with {} for the label word (default: 7 generic ones)
-    label_words: str | None = None  # "label=word|word;label2=word" (default: each label's own name)
+    label_prompts: bool | None = None  # add label-word prompts as labelled rows; none: on for prompt_* methods
+    label_templates: str | None = None  # "|"-separated templates with {} for the label word; none: 7 generic ones
+    label_words: str | None = None  # "label=word|word;label2=word"; none: each label's own name
     prompt_weight: float = 2.0  # weight of one prompt row in the head, relative to one real example
-    normalize_embeddings: bool = True
+    normalize_embeddings: bool = True  # L2-normalise the mean-pooled sentence embeddings
+    # TrainConfig fields whose few-shot defaults differ from the classification recipe's
+    learning_rate: str = "2e-3"  # peak learning rate of the adapter (auto is not available for k-shot sets)
+    num_train_epochs: float = 10.0  # lora_head / prefix_head: epochs over the k-shot set
+    per_device_train_batch_size: int = 16  # k-shot rows per batch
+    per_device_eval_batch_size: int = 128  # rows per batch when scoring validation and test
+    warmup_ratio: float = 0.1  # share of the optimizer steps spent warming the learning rate up from 0, in [0, 1)
+    lora_dropout: float = 0.1  # dropout on the LoRA branch's input, in [0, 1)
+    backbone_dropout: float | None = None  # every dropout of the frozen backbone and head, in [0, 1); none keeps the backbone's own (BERT: 0.1)
+    target_modules: str | None = "all"  # layers the adapter wraps: all (every linear layer of the blocks), attention (query/value projections) or comma-separated module names
+    sampler: str | None = choice(None, SAMPLER_NAMES, "sampler")  # class_balanced, sqrt_frequency or random_over on the k-shot set; none: as drawn
 
     def seed_list(self) -> list[int]:
         return parse_seeds(self.seeds)
@@ -46,16 +63,6 @@ class FewShotConfig(TrainConfig):
         super().validate()
         check_shots(self.shots)
         self.seed_list()
-        if self.shots_distribution not in DISTRIBUTIONS:
-            raise ConfigError(f"unknown --shots_distribution '{self.shots_distribution}'",
-                              f"use one of: {', '.join(DISTRIBUTIONS)}")
-        if self.contrastive_loss not in CONTRASTIVE_LOSSES:
-            raise ConfigError(f"unknown --contrastive_loss '{self.contrastive_loss}'",
-                              f"use one of: {', '.join(CONTRASTIVE_LOSSES)}")
-        if self.pair_strategy not in STRATEGIES:
-            raise ConfigError(f"unknown --pair_strategy '{self.pair_strategy}'", f"use one of: {', '.join(STRATEGIES)}")
-        if self.head not in HEADS:
-            raise ConfigError(f"unknown --head '{self.head}'", f"use one of: {', '.join(HEADS)}")
         for name in ("body_epochs", "allpairs_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be ≥ 1, got {getattr(self, name)}", f"pass a positive --{name}")
@@ -91,25 +98,3 @@ class FewShotConfig(TrainConfig):
             raise ConfigError(f"--sampler {self.sampler} is not available for k-shot sets",
                               "use class_balanced, sqrt_frequency or random_over (the sets are too small to clean)")
 
-
-def parse_layers(spec: str | None, num_layers: int) -> list[int] | None:
-    """``None`` → all layers; ``"top2"`` → the last two; ``"3,4,5"`` → those (0-based)."""
-    if spec is None or str(spec).strip() in ("", "all"):
-        return None
-    text = str(spec).strip()
-    if text.startswith("top"):
-        try:
-            n = int(text[3:])
-        except ValueError:
-            raise ConfigError(f"--lora_layers '{spec}' is not topN or a comma list", "pass e.g. top2 or 3,4,5") from None
-        if not 1 <= n <= num_layers:
-            raise ConfigError(f"--lora_layers {spec}: the backbone has {num_layers} layers", f"pass top1 … top{num_layers}")
-        return list(range(num_layers - n, num_layers))
-    try:
-        layers = sorted({int(t) for t in text.split(",") if t.strip()})
-    except ValueError:
-        raise ConfigError(f"--lora_layers '{spec}' is not topN or a comma list", "pass e.g. top2 or 3,4,5") from None
-    bad = [x for x in layers if not 0 <= x < num_layers]
-    if bad or not layers:
-        raise ConfigError(f"--lora_layers {spec}: layers must be in 0..{num_layers - 1}", "pass e.g. top2 or 3,4,5")
-    return layers

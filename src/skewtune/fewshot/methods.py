@@ -15,7 +15,7 @@
 ``--augment_copies N`` adds N EDA copies of every k-shot example (``--augment`` picks the operation, default
 ``eda``); with ``--shots_distribution natural`` and ``--augment`` alone, minority classes are augmented up to
 ``--augment_ratio`` of the largest (:func:`skewtune.imbalance.augment_minority`). The training loop is
-``skewtune.training.loop.fit`` (Accelerate: one CPU, DDP or GPUs); adapters are built by
+``skewtune.training.engine.train_module`` (Accelerate: one CPU, DDP or GPUs); adapters are built by
 ``skewtune.adapters.build_adapter`` on ``skewtune.backbones.load_backbone`` (8-bit by default).
 """
 
@@ -26,11 +26,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
+from accelerate.utils import set_seed
+from sklearn.linear_model import LogisticRegression
 
+from skewtune.adapters import AdapterSettings, build_adapter
+from skewtune.adapters.layers import parse_layers
+from skewtune.backbones import load_backbone
+from skewtune.backbones.registry import head_module_names
+from skewtune.data import tokenize_split
 from skewtune.errors import ConfigError
 from skewtune.fewshot.pairs import all_pairs, auto_allpairs_steps, generate_pairs
 from skewtune.fewshot.pooling import EmbeddingOutput, FrozenPrefixEncoder, SentenceEncoder, install_pooling
+from skewtune.fewshot.prompts import label_prompts
+from skewtune.imbalance import augment_minority, build_augmenter, build_sampler
+from skewtune.imbalance.losses import build_loss
+from skewtune.inference.logits import predict_logits
+from skewtune.training.engine import Optimization, batch_loader, train_module
+from skewtune.training.state import FitState
 from skewtune.utils.registry import Registry
 
 METHODS: Registry[Any] = Registry("few-shot method")
@@ -41,7 +55,6 @@ BALANCING_LOSSES = ("weighted_ce", "sqrt_weighted_ce", "class_balanced", "ldam",
 @dataclass
 class FewShotContext:
     """What every method needs, loaded once per run."""
-
     cfg: Any  # FewShotConfig
     spec: Any  # BackboneSpec
     tokenizer: Any
@@ -58,7 +71,6 @@ class FewShotContext:
 @dataclass
 class Trained:
     """One trained adapter, ready for ``predict_logits``."""
-
     method: str
     model: Any
     trainable_params: int
@@ -72,7 +84,6 @@ class Trained:
 @dataclass
 class PairSplit:
     """Tokenised pairs: ``input_ids`` / ``pair_input_ids`` and a float similarity label."""
-
     left: list[list[int]]
     right: list[list[int]]
     labels: list[float]
@@ -90,7 +101,6 @@ class PairSplit:
 
 class PairCollator:
     """Pads both sides of B pairs into one (2B, T) batch (left sides first) and a (B,) float label tensor."""
-
     def __init__(self, collator: Any) -> None:
         self.collator = collator
 
@@ -151,7 +161,6 @@ def sentence_transformers_loss(name: str, encoder: Any) -> Any:
 
 class PairLoss(torch.nn.Module):
     """Embeddings of a (2B, D) pair batch → the sentence-transformers loss of its B pairs."""
-
     def __init__(self, st_loss: Any) -> None:
         super().__init__()
         self.st_loss = st_loss
@@ -207,11 +216,6 @@ def classifier_of(model: Any) -> torch.nn.Module:
 
 def build_model(ctx: FewShotContext, adapter: str, *, pooled_head: bool) -> Any:
     """Backbone (``--quant``) + adapter; the heads are trained and saved through ``modules_to_save``."""
-    from skewtune.adapters import AdapterSettings, build_adapter
-    from skewtune.backbones import load_backbone
-    from skewtune.backbones.registry import head_module_names
-    from skewtune.fewshot.config import parse_layers
-
     cfg = ctx.cfg
     model = load_backbone(ctx.spec, task="seq_cls", num_labels=len(ctx.labels), id2label=ctx.id2label, quant=cfg.quant,
                           **ctx.load_kwargs)
@@ -232,7 +236,6 @@ def augment_set(ctx: FewShotContext, texts: list[str], labels: list[int], seed: 
     """``--augment_copies`` EDA copies of every example, or minority augmentation for natural k-shot sets."""
     cfg = ctx.cfg
     if cfg.augment_copies > 0:
-        from skewtune.imbalance import build_augmenter
 
         aug = build_augmenter(cfg.augment or "eda")
         new_texts, new_labels = list(texts), list(labels)
@@ -242,7 +245,6 @@ def augment_set(ctx: FewShotContext, texts: list[str], labels: list[int], seed: 
             new_labels += list(labels)
         return new_texts, new_labels, len(new_texts) - len(texts)
     if cfg.augment and cfg.shots_distribution == "natural":
-        from skewtune.imbalance import augment_minority
 
         rows = augment_minority(texts, labels, target_ratio=cfg.augment_ratio, method=cfg.augment, seed=seed)
         return list(rows.texts), list(rows.labels), int(rows.num_added)
@@ -257,7 +259,6 @@ def resampled_rows(cfg: Any, labels: list[int], seed: int) -> Any:
     """``--sampler`` over the k-shot rows: (indices for epoch 0, a per-epoch resample callable or None)."""
     if not cfg.sampler:
         return None, None
-    from skewtune.imbalance import build_sampler
 
     if cfg.sampler in ("class_balanced", "sqrt_frequency"):
         def draw(epoch: int) -> list[int]:
@@ -273,45 +274,19 @@ def resampled_rows(cfg: Any, labels: list[int], seed: int) -> Any:
 
 def run_loop(ctx: FewShotContext, module: torch.nn.Module, dataset: Any, collate: Any, loss_fn: Any, *,
              lr: float, batch_size: int, seed: int, epochs: int | None = None, max_steps: int | None = None,
-             indices: list[int] | None = None, resample: Any = None) -> Any:
-    """AdamW + warmup schedule over ``dataset`` with ``skewtune.training.loop.fit`` (no checkpoints)."""
-    from torch.utils.data import DataLoader
-    from transformers import get_scheduler
-
-    from skewtune.data import LengthGroupedBatchSampler
-    from skewtune.training.loop import FitState, fit
-
-    cfg, accelerator = ctx.cfg, ctx.accelerator
-    sampler = LengthGroupedBatchSampler(dataset.lengths, batch_size, max_tokens=cfg.max_tokens_per_batch, seed=seed,
-                                        indices=indices)
-    if resample is not None:
-        sampler.resample = resample
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=0,
-                        generator=torch.Generator().manual_seed(seed))
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    per_epoch = max(1, math.ceil(len(loader) / cfg.gradient_accumulation_steps))
-    total = max_steps or per_epoch * (epochs or 1)
-    num_epochs = math.ceil(total / per_epoch)
-    scheduler_name = {"constant": "constant_with_warmup"}.get(cfg.lr_scheduler_type, cfg.lr_scheduler_type)
-    scheduler = get_scheduler(scheduler_name, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total),
-                              num_training_steps=total)
-    prepared, optimizer, loader, scheduler = accelerator.prepare(module, optimizer, loader, scheduler)
-    if hasattr(loss_fn, "to"):
-        loss_fn = loss_fn.to(accelerator.device)
-    try:
-        state = fit(model=prepared, optimizer=optimizer, scheduler=scheduler, train_loader=loader, batch_sampler=sampler,
-                    accelerator=accelerator, loss_fn=loss_fn, num_epochs=num_epochs, max_steps=total,
-                    max_grad_norm=cfg.max_grad_norm, state=FitState(), on_nan=cfg.on_nan, progress=False)
-    finally:
-        accelerator.free_memory()
-    return state
+             indices: list[int] | None = None, resample: Any = None) -> FitState:
+    """Train ``module`` on ``dataset`` through the engine (AdamW + warmup schedule, no checkpoints)."""
+    cfg = ctx.cfg
+    loader = batch_loader(dataset, dataset.lengths, batch_size, collate, seed=seed, max_tokens=cfg.max_tokens_per_batch,
+                          indices=indices, resample=resample)
+    opt = Optimization(learning_rate=lr, num_epochs=epochs or 1, max_steps=max_steps, weight_decay=cfg.weight_decay,
+                       lr_scheduler_type=cfg.lr_scheduler_type, warmup_ratio=cfg.warmup_ratio,
+                       max_grad_norm=cfg.max_grad_norm, on_nan=cfg.on_nan)
+    return train_module(module, loader, loss_fn, opt, ctx.accelerator, release_model=True).state
 
 
 def body_encoder(ctx: FewShotContext, model: Any, buckets: int = 1) -> SentenceEncoder:
     """The encoder the contrastive stage trains: with LoRA in the top layers only, the frozen bottom is cached."""
-    from skewtune.fewshot.config import parse_layers
-
     cfg = ctx.cfg
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     layers = parse_layers(cfg.lora_layers, int(getattr(base.config, "num_hidden_layers", 0) or 0))
@@ -349,7 +324,6 @@ class FewShotMethod:
     def prompt_rows_for(self, labels: list[str], cfg: Any) -> tuple[list[str], list[int]]:
         if not self.uses_prompts(cfg):
             return [], []
-        from skewtune.fewshot.prompts import label_prompts
 
         return label_prompts(labels, cfg.label_templates, cfg.label_words)
 
@@ -362,7 +336,6 @@ class FewShotMethod:
         return cfg.adapter
 
     def train(self, ctx: FewShotContext, texts: list[str], labels: list[int], seed: int) -> Trained:
-        from accelerate.utils import set_seed
 
         set_seed(seed)
         start = time.perf_counter()
@@ -388,10 +361,7 @@ class FewShotMethod:
 
 class HeadMethod(FewShotMethod):
     """Adapter + the backbone's own classification head, trained end to end with ``--loss``."""
-
     def fit(self, ctx, model, texts, labels, seed):
-        from skewtune.data import tokenize_split
-        from skewtune.imbalance.losses import build_loss
 
         cfg = ctx.cfg
         texts, labels, added = augment_set(ctx, texts, labels, seed)
@@ -425,7 +395,6 @@ class PrefixHead(HeadMethod):
 
 class EmbeddingHeadMethod(FewShotMethod):
     """Mean-pooled sentence embeddings (optionally after a contrastive stage) + a head on them."""
-
     pooled_head = True
 
     def body(self, ctx, model, texts, labels, seed) -> dict[str, Any]:
@@ -454,8 +423,6 @@ class EmbeddingHeadMethod(FewShotMethod):
         return info
 
     def encode(self, ctx, model, texts) -> torch.Tensor:
-        from skewtune.data import tokenize_split
-        from skewtune.training.loop import predict_logits
 
         split = tokenize_split(ctx.tokenizer, texts, None, ctx.cfg.max_length, "k-shot")
         # the body stage's encoder when there is one (its cache of frozen lower layers is reused)
@@ -468,8 +435,6 @@ class EmbeddingHeadMethod(FewShotMethod):
         num_classes = len(ctx.labels)
         balanced = cfg.loss in BALANCING_LOSSES or cfg.sampler in ("class_balanced", "random_over")
         if cfg.head == "logistic":
-            import numpy as np
-            from sklearn.linear_model import LogisticRegression
 
             clf = LogisticRegression(class_weight="balanced" if balanced else None, random_state=seed)
             clf.fit(embeddings.numpy(), np.asarray(labels), sample_weight=np.asarray(weights, dtype=float))
@@ -489,7 +454,6 @@ class EmbeddingHeadMethod(FewShotMethod):
                 head.weight.copy_(weight.to(head.weight.device, head.weight.dtype))
                 head.bias.copy_(full_bias.to(head.bias.device, head.bias.dtype))
             return
-        from skewtune.imbalance.losses import build_loss
 
         # prompt rows count prompt_weight times (rounded): repeat them
         repeats = [max(1, round(w)) for w in weights]
@@ -521,7 +485,6 @@ class ContrastiveLora(EmbeddingHeadMethod):
     description = "SetFit-style pairs + sentence-transformers loss on LoRA, then a head"
 
     def body(self, ctx, model, texts, labels, seed):
-        from skewtune.data import tokenize_split
 
         cfg = ctx.cfg
         pairs = generate_pairs(labels, seed, strategy=cfg.pair_strategy, num_iterations=cfg.num_iterations)
@@ -542,7 +505,6 @@ class AllPairsLora(EmbeddingHeadMethod):
     description = "every in-batch pair per step (sentence-transformers loss) on LoRA, then a head"
 
     def body(self, ctx, model, texts, labels, seed):
-        from skewtune.data import tokenize_split
 
         cfg = ctx.cfg
         split = tokenize_split(ctx.tokenizer, texts, labels, cfg.max_length, "k-shot")

@@ -2,13 +2,11 @@
 
 :class:`SentenceEncoder` runs the backbone's transformer (with its injected LoRA weights) and mean-pools the
 last hidden states over real tokens (the pooling of the bundled all-MiniLM-L6-v2 sentence encoder), optionally
-L2-normalised. It returns its embeddings as ``.logits``, so ``skewtune.training.loop.fit`` and ``predict_logits``
-drive it unchanged.
+L2-normalised. It returns its embeddings as ``.logits``, so the training engine (:mod:`skewtune.training.engine`)
+and ``predict_logits`` drive it unchanged.
 
-:func:`install_pooling` makes a ``*ForSequenceClassification`` model classify those same embeddings: a forward
-hook on its transformer replaces ``pooler_output`` (which the model feeds to ``dropout`` + ``classifier``) with
-the mean-pooled embedding. The adapter folder records ``{"pooling": {"type": "mean", "normalize": true}}`` in
-``skewtune.json``; ``skewtune.load_adapter`` installs the hook again, so prediction matches training.
+:func:`install_pooling` (in :mod:`skewtune.adapters.pooling`, so ``skewtune.load_adapter`` can use it) makes a
+``*ForSequenceClassification`` model classify those same embeddings.
 """
 
 from __future__ import annotations
@@ -19,28 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from skewtune.errors import AdapterError
+from skewtune.adapters.pooling import POOLING_TYPES, check_pooling, install_pooling, mean_pool, transformer_of
 
-POOLING_TYPES = ("mean",)
-
-
-def transformer_of(model: Any) -> nn.Module:
-    """The encoder inside a (peft-wrapped) ``*ForSequenceClassification`` model, e.g. its ``bert``."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    prefix = getattr(base, "base_model_prefix", "")
-    inner = getattr(base, prefix, None) if prefix else None
-    if inner is None:
-        raise AdapterError(f"cannot find the transformer inside {type(base).__name__}",
-                           "sentence pooling supports encoder classifiers such as BERT")
-    return inner
-
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Average of ``hidden`` (B, T, D) over positions where ``mask`` (B, T) is 1."""
-    if mask is None:
-        return hidden.mean(dim=1)
-    weights = mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+__all__ = ["POOLING_TYPES", "EmbeddingOutput", "FrozenPrefixEncoder", "SentenceEncoder", "check_pooling",
+           "install_pooling", "mean_pool", "transformer_of"]
 
 
 @dataclass
@@ -154,38 +134,3 @@ class FrozenPrefixEncoder(SentenceEncoder):
                            attention_mask=attention_mask)
         pooled = mean_pool(hidden.float(), attention_mask)
         return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
-
-
-def check_pooling(pooling: dict[str, Any] | None) -> dict[str, Any] | None:
-    if pooling is None:
-        return None
-    if not isinstance(pooling, dict) or pooling.get("type") not in POOLING_TYPES:
-        raise AdapterError(f"unknown pooling {pooling!r} in skewtune.json",
-                           f"pooling type must be one of: {', '.join(POOLING_TYPES)}")
-    return {"type": pooling["type"], "normalize": bool(pooling.get("normalize", True))}
-
-
-def install_pooling(model: Any, pooling: dict[str, Any] | None) -> Any:
-    """Feed the classifier mean-pooled (normalised) embeddings instead of the [CLS] pooler; returns the hook."""
-    pooling = check_pooling(pooling)
-    if pooling is None:
-        return None
-    inner = transformer_of(model)
-    previous = getattr(inner, "_skewtune_pooling_hook", None)
-    if previous is not None:
-        previous.remove()
-    normalize = pooling["normalize"]
-
-    def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-        mask = kwargs.get("attention_mask")
-        if mask is None and len(args) > 1:
-            mask = args[1]
-        pooled = mean_pool(output.last_hidden_state.float(), mask)
-        if normalize:
-            pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        output["pooler_output"] = pooled
-        return output
-
-    handle = inner.register_forward_hook(hook, with_kwargs=True)
-    inner._skewtune_pooling_hook = handle
-    return handle

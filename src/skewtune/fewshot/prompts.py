@@ -1,8 +1,7 @@
 """Label-word prompts: each class described by short template sentences, used as extra labelled rows.
 
-A sentence encoder places "this is negative" near negative texts before any training: with k = 8 that prior is
-often worth more than the examples (measured on Pang & Lee sentences with all-MiniLM-L6-v2: logistic regression
-on 8 examples per class ≈ 0.61 macro-F1, the prompts alone ≈ 0.70, both ≈ 0.71). The prompt rows join the
+A sentence encoder places "this is negative" near negative texts before any training: with few examples per class
+that prior can be worth more than the examples (``benchmarks/few_shot.py`` measures it). The prompt rows join the
 contrastive stage (pulling texts toward their label's description) and the head (with ``--prompt_weight``
 per row, so their pull fades as k grows). Labels that are not words (``0``/``1``) need ``--label_words``.
 """

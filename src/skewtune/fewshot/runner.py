@@ -13,9 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
+from skewtune.adapters.io import render_card, write_manifest
+from skewtune.backbones import base_fingerprint, load_tokenizer, resolve_backbone
+from skewtune.backbones.modes import resolve_quantize_embeddings
+from skewtune.data import PaddingCollator, load_dataset_splits, tokenize_split
+from skewtune.evaluation import classification_report
 from skewtune.fewshot.config import FewShotConfig
 from skewtune.fewshot.methods import METHODS, FewShotContext, Trained
 from skewtune.fewshot.sampling import KShotSample, mean_std, sample_k_shot, sample_subset
+from skewtune.inference.logits import predict_logits
+from skewtune.training.pipeline import accelerator_for, check_imbalance_names, check_output_dir
+from skewtune.utils.io import atomic_dir, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("skewtune")
 
@@ -44,29 +55,21 @@ def draw_samples(splits: Any, cfg: FewShotConfig, seeds: list[int]) -> dict[int,
 
 
 def build_context(cfg: FewShotConfig, labels: list[str], accelerator: Any = None) -> FewShotContext:
-    from skewtune.backbones import load_tokenizer, resolve_backbone
-    from skewtune.data import PaddingCollator
-    from skewtune.training.pipeline import build_accelerator
 
     spec = resolve_backbone(cfg.backbone)
     tokenizer = load_tokenizer(spec)
     collator = PaddingCollator(tokenizer.pad_token_id, padding_side=getattr(tokenizer, "padding_side", "right"))
     load_kwargs: dict[str, Any] = {}
     if hasattr(cfg, "quantize_embeddings"):
-        from skewtune.backbones.quant import resolve_quantize_embeddings
 
         load_kwargs["quantize_embeddings"] = resolve_quantize_embeddings(cfg.quant, cfg.quantize_embeddings)
     return FewShotContext(cfg=cfg, spec=spec, tokenizer=tokenizer, collator=collator,
-                          accelerator=accelerator or build_accelerator(cfg), labels=list(labels),
+                          accelerator=accelerator or accelerator_for(cfg), labels=list(labels),
                           load_kwargs=load_kwargs)
 
 
 def prepare(cfg: FewShotConfig, recipe: str = "few_shot") -> FewShotRun:
     """Validate and load (data, k-shot draws, tokenizer, evaluation subsets). Writes nothing."""
-    from skewtune.data import load_dataset_splits, tokenize_split
-    from skewtune.training.pipeline import check_imbalance_names, check_output_dir, quiet_libraries
-
-    quiet_libraries()
     cfg.validate()
     seeds = cfg.seed_list()
     output_dir = cfg.resolved_output_dir(recipe)
@@ -95,9 +98,6 @@ def prepare(cfg: FewShotConfig, recipe: str = "few_shot") -> FewShotRun:
 
 def evaluate(ctx: FewShotContext, model: Any, split: Any) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class scores of ``model`` on a tokenized split (offline metric module)."""
-    from skewtune.evaluation import classification_report
-    from skewtune.training.loop import predict_logits
-
     logits = predict_logits(model, split, ctx.collator, ctx.cfg.per_device_eval_batch_size, ctx.accelerator.device,
                             accelerator=ctx.accelerator)
     return classification_report(logits.argmax(-1).tolist(), list(split.labels), ctx.id2label)
@@ -164,10 +164,6 @@ def summarize(run: FewShotRun) -> dict[str, Any]:
 
 def save(run: FewShotRun) -> Path:
     """``adapter/`` (PEFT + card + skewtune.json with pooling and the k-shot provenance), metrics.json, config.json."""
-    from skewtune.adapters.io import render_card, write_manifest
-    from skewtune.backbones import base_fingerprint
-    from skewtune.utils.io import atomic_dir, atomic_write_json, atomic_write_text
-
     accelerator = run.ctx.accelerator
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process or run.best is None:
@@ -215,8 +211,6 @@ def save(run: FewShotRun) -> Path:
 def print_summary(run: FewShotRun) -> None:
     if not run.ctx.accelerator.is_main_process:
         return
-    from rich.console import Console
-    from rich.table import Table
 
     m = run.metrics
     table = Table(title=f"skewtune {run.recipe}: {m['method']} on {m['dataset']}, k={m['shots']} "

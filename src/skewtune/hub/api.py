@@ -18,6 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from skewtune.adapters.io import (
     MANIFEST_NAME,
     REQUIRED_FILES,
@@ -75,8 +77,6 @@ def _clean_tokens(values: list[str] | tuple[str, ...] | None, kind: str) -> list
 
 def _retag_card(text: str, tags: list[str], languages: list[str]) -> str | None:
     """The card with tags/languages merged into its YAML front matter; None when it has none."""
-    import yaml
-
     if not text.startswith("---\n"):
         return None
     end = text.find("\n---", 4)
@@ -309,7 +309,8 @@ def _base_folder(base: str | Path) -> Path:
     path = Path(base).expanduser()
     if path.is_dir():
         return path
-    from skewtune.backbones.registry import resolve_backbone
+    # lazy: skewtune.backbones imports torch + transformers (seconds); only the base-model check needs them
+    from skewtune.backbones import resolve_backbone
 
     spec = resolve_backbone(str(base))
     if not Path(spec.path).is_dir():
@@ -323,7 +324,7 @@ def check_base_compatible(manifest: dict[str, Any] | str | Path, base_path: str 
     True when they match. On a mismatch (or no recorded fingerprint) raise :class:`AdapterError` naming
     both bases, or with ``force`` warn and return False.
     """
-    from skewtune.backbones.registry import base_fingerprint
+    from skewtune.backbones import base_fingerprint  # lazy: torch + transformers, as in _base_folder
 
     if not isinstance(manifest, dict):
         manifest = read_manifest(manifest)

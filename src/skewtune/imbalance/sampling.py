@@ -21,6 +21,7 @@ float ``sampling_strategy`` but for any number of classes: over-sampling raises 
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 from collections.abc import Callable, Iterator
@@ -28,6 +29,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from imblearn.utils import check_sampling_strategy
+from sklearn.feature_extraction.text import TfidfVectorizer
 from torch.utils.data import Sampler
 
 from skewtune.errors import ConfigError, DataError, unknown_name
@@ -54,8 +58,6 @@ _SMOTE_KINDS: dict[str, str] = {
 
 
 def _import(path: str) -> Any:
-    import importlib
-
     module, name = path.split(":")
     return getattr(importlib.import_module(module), name)
 
@@ -175,8 +177,6 @@ class TextResampler:
             return F
         is_text = n > 0 and all(isinstance(x, str) for x in (X if isinstance(X, (list, tuple)) else list(X)))
         if self.features == "tfidf" and is_text:
-            from sklearn.feature_extraction.text import TfidfVectorizer
-
             try:
                 return TfidfVectorizer(sublinear_tf=True).fit_transform(list(X))
             except ValueError as exc:  # empty vocabulary
@@ -253,8 +253,6 @@ class EmbeddingSMOTE:
 
     def fit_resample(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         """Over-sample embeddings; returns ``(E_res, y_res)`` and sets ``synthetic_mask_``."""
-        from imblearn.utils import check_sampling_strategy
-
         E = self._embeddings(X)
         y_arr = _labels_array(y, E.shape[0])
         classes, counts = _check_classes(y_arr, self.num_classes)
@@ -298,8 +296,6 @@ class EmbeddingSMOTE:
 
 def _dist_defaults(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     if num_replicas is None or rank is None:
-        import torch.distributed as dist
-
         ready = dist.is_available() and dist.is_initialized()
         if num_replicas is None:
             num_replicas = dist.get_world_size() if ready else 1

@@ -3,16 +3,12 @@
 ``auto`` keeps an unmerged adapter at the precision it was evaluated in (fp32 compute; predictions equal the
 training run's evaluation). A merged adapter is a plain dense model exported for serving, so ``auto`` runs it in
 bf16 where the hardware multiplies bf16 natively: CUDA GPUs with bf16 support, and CPUs with AMX-BF16 tiles
-(Intel Sapphire Rapids and later) or AVX512-BF16 dot products (AMD Zen 4 and later, Intel Cooper Lake). Measured
-with the main job's adapter, merged bf16 vs merged fp32 in batches of 128: 2.2× on an AMD EPYC with AVX512-BF16,
-99.32% of labels as predicted unmerged as trained, macro-F1 0.7737 vs 0.7745
-(``benchmarks/results/predict_precision.md``); 3.2× on a Xeon with AMX (``predict_precision_xeon_amx.md``).
-Elsewhere it stays fp32 (bf16 without either is emulated, slower than fp32).
+(Intel Sapphire Rapids and later) or AVX512-BF16 dot products (AMD Zen 4 and later, Intel Cooper Lake); speed and
+agreement with fp32 are measured by ``benchmarks/predict_precision.py``. Elsewhere it stays fp32 (bf16 without
+either is emulated, slower than fp32).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 
@@ -53,7 +49,7 @@ def resolve_dtype(requested: str, *, merged: bool, device: torch.device) -> torc
     return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
 
 
-def apply_dtype(model: Any, dtype: torch.dtype, *, castable: bool) -> bool:
+def apply_dtype(model: torch.nn.Module, dtype: torch.dtype, *, castable: bool) -> bool:
     """Cast a dense model's weights to ``dtype``; return whether logits need an autocast context instead.
 
     Quantized (int8/4-bit) layers cannot be cast, so their models run under ``torch.autocast`` (bitsandbytes then

@@ -6,19 +6,32 @@ import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from skewtune.adapters import load_trained_adapter, merge_and_unload
+from skewtune.adapters.io import check_folder_safe, check_safetensors_header, read_manifest, verify_folder
+from skewtune.adapters.pooling import install_pooling
+from skewtune.backbones import load_backbone, load_tokenizer, resolve_backbone
+from skewtune.data.batching import PaddingCollator, tokenize_split
+from skewtune.data.readers import read_table
 from skewtune.errors import AdapterError, DataError
+from skewtune.imbalance.decision import apply_decision
+from skewtune.inference.logits import predict_logits
+from skewtune.inference.precision import apply_dtype, check_dtype_name, resolve_dtype
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass
 class AdapterClassifier:
     """A backbone + adapter ready for prediction."""
 
-    model: Any
-    tokenizer: Any
+    model: PeftModel | PreTrainedModel  # a PreTrainedModel once merged
+    tokenizer: PreTrainedTokenizerBase
     id2label: dict[int, str]
     manifest: dict[str, Any]
     max_length: int = 128
@@ -36,16 +49,11 @@ class AdapterClassifier:
         return torch.autocast(self.device.type, dtype=self.dtype) if self.autocast else contextlib.nullcontext()
 
     def logits(self, texts: list[str], batch_size: int = 128, progress: bool = False) -> torch.Tensor:
-        from skewtune.data.batching import PaddingCollator, tokenize_split
-        from skewtune.training.loop import predict_logits
-
         split = tokenize_split(self.tokenizer, texts, None, self.max_length, "input")
         collator = PaddingCollator(self.tokenizer.pad_token_id, padding_side=getattr(self.tokenizer, "padding_side", "right"))
         with self.compute_context():
             logits = predict_logits(self.model, split, collator, batch_size, self.device, progress=progress)
         if self.decision:
-            from skewtune.imbalance.decision import apply_decision
-
             logits = apply_decision(logits, self.decision)
         return logits
 
@@ -74,15 +82,7 @@ def load_adapter(
     unmerged and, merged, bf16 on hardware with native bf16 matmul (``skewtune.inference.precision``).
     Files are hash-checked against ``skewtune.json`` unless ``verify=False``.
     """
-    from skewtune.inference.precision import check_dtype_name
-
     check_dtype_name(dtype)  # before any backbone loads
-    from skewtune.adapters import load_trained_adapter
-    from skewtune.adapters.io import check_folder_safe, read_manifest, verify_folder
-    from skewtune.backbones import load_backbone, load_tokenizer, resolve_backbone
-    from skewtune.training.pipeline import quiet_libraries
-
-    quiet_libraries()
     folder = Path(path)
     check_folder_safe(folder)
     manifest = read_manifest(folder)
@@ -107,20 +107,14 @@ def load_adapter(
         raise AdapterError(f"adapter {folder} does not fit backbone '{spec.name}': {first}",
                            "load it on the backbone it was trained on (see skewtune.json)") from exc
     if merge and hasattr(model, "merge_and_unload"):  # prefix/prompt adapters have nothing to fold in
-        from skewtune.adapters.compat import merge_and_unload
-
         model = merge_and_unload(model)
     if manifest.get("pooling"):  # few-shot adapters classify mean-pooled sentence embeddings (skewtune.fewshot)
-        from skewtune.fewshot.pooling import install_pooling
-
         install_pooling(model, manifest["pooling"])
     model.eval()
     tokenizer = load_tokenizer(spec)
     target = torch.device(device) if device else next(p.device for p in model.parameters())
     if mode == "none":
         model.to(target)
-    from skewtune.inference.precision import apply_dtype, resolve_dtype
-
     compute = resolve_dtype(dtype, merged=merge, device=target)
     autocast = apply_dtype(model, compute, castable=mode == "none")
     return AdapterClassifier(model=model, tokenizer=tokenizer, id2label=id2label, manifest=manifest,
@@ -133,8 +127,6 @@ HEAD_SUFFIXES = ("classifier.weight", "classifier.bias", "score.weight")
 
 def _check_weights(folder: Path, manifest: dict[str, Any]) -> None:
     """Before any backbone loads: a readable safetensors table whose classifier rows match ``id2label``."""
-    from skewtune.adapters.io import check_safetensors_header
-
     header = check_safetensors_header(folder / "adapter_model.safetensors")
     labels = manifest.get("id2label") or {}
     for key, info in header.items():
@@ -148,8 +140,6 @@ def _check_weights(folder: Path, manifest: dict[str, Any]) -> None:
 
 def read_inputs(path: str | Path, text_column: str = "text", encoding: str = "utf-8") -> list[str]:
     """Texts from .txt (one per line), .csv/.tsv/.jsonl/.json/.parquet (``text_column``)."""
-    from skewtune.data.readers import read_table
-
     texts, _ = read_table(path, text_column=text_column, label_column=None, encoding=encoding)
     empty = [i for i, t in enumerate(texts) if not t.strip()]
     if empty:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -42,8 +43,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save
 
-from skewtune.errors import MergeError, OutputError
+from skewtune.adapters.io import render_card, write_manifest
+from skewtune.errors import MergeError
+from skewtune.hub.api import info, pull
+from skewtune.hub.names import parse_ref
 from skewtune.merge.methods import (
     MERGE_METHODS,
     SIGN_METHODS,
@@ -52,7 +57,8 @@ from skewtune.merge.methods import (
     compact_factors,
     low_rank_factors,
 )
-from skewtune.merge.sources import PEFT_PREFIX, LoraSource, check_compatible, load_source
+from skewtune.merge.sources import PEFT_PREFIX, LoraSource, check_compatible, check_output, load_source
+from skewtune.utils.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 HEADS_DIR = "heads"
 
@@ -152,7 +158,7 @@ def plan_merge(
             )
     out = Path(output_dir).expanduser() if output_dir is not None else None
     if out is not None:
-        _check_output(out, paths)
+        check_output(out, paths)
     return MergePlan(
         paths=paths,
         method=spec,
@@ -169,26 +175,6 @@ def plan_merge(
 
 def _safe_task(name: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name)) and name not in (".", "..")
-
-
-def _check_output(out: Path, sources: Sequence[Path], marker: str = "adapter_config.json") -> None:
-    """Refuse an output that overlaps a source or would replace a non-empty folder not marked by ``marker``."""
-    from skewtune.utils.io import check_writable_dir
-
-    resolved = out.resolve()
-    for src in sources:
-        s = src.resolve()
-        if resolved == s or s in resolved.parents or resolved in s.parents:
-            raise MergeError(f"output_dir {out} overlaps the source adapter {src}", "choose a new --output_dir")
-    if out.exists():
-        if not out.is_dir():
-            raise OutputError(f"{out} exists and is not a folder", "choose a new --output_dir")
-        if any(out.iterdir()) and not (out / marker).is_file():
-            raise OutputError(
-                f"{out} exists, is not empty and is not an earlier output (no {marker}); it would be replaced",
-                "choose a new or empty --output_dir",
-            )
-    check_writable_dir(out)
 
 
 def merge_adapters(
@@ -227,7 +213,7 @@ def merge_adapters(
     groups = _label_groups(sources, plan)
     out = plan.output_dir or Path.cwd() / f"merged-{plan.method.name}-{_merge_digest(sources, plan)[:8]}"
     if plan.output_dir is None:
-        _check_output(out, plan.paths)
+        check_output(out, plan.paths)
     lora, layers = merge_lora(sources, plan)
     task_heads = {task: _merge_heads(sources, members, plan, task) for task, members in groups}
     return _write(out, sources, plan, lora, layers, groups, task_heads)
@@ -235,14 +221,9 @@ def merge_adapters(
 
 def _load(path: Path, raw: str | Path, hub_url: str | None) -> LoraSource:
     """A local folder, or a hub ref pulled from ``hub_url`` / ``$SKEWTUNE_HUB`` when no such folder exists."""
-    import os
-
     hub_url = hub_url or os.environ.get("SKEWTUNE_HUB") or None
     if path.exists() or hub_url is None or isinstance(raw, Path):
         return load_source(path)
-    from skewtune.hub.api import info, pull
-    from skewtune.hub.names import parse_ref
-
     ref = str(info(str(raw), hub_url)["ref"])
     source = load_source(pull(ref, hub_url))
     source.extra["hub"] = {"ref": ref, "url": hub_url, "version": parse_ref(ref)[1]}
@@ -423,11 +404,6 @@ def _write(
     groups: Sequence[tuple[str, list[int]]],
     task_heads: dict[str, dict[str, torch.Tensor]],
 ) -> Path:
-    from safetensors.torch import save
-
-    from skewtune.adapters.io import render_card, write_manifest
-    from skewtune.utils.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
-
     default_task = groups[0][0]
     tensors: dict[str, torch.Tensor] = {}
     for module, (a, b) in lora.items():

@@ -24,7 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import PeftModel
+from safetensors.torch import load_file
 
+from skewtune.adapters.io import read_manifest, verify_folder
+from skewtune.backbones import (
+    base_fingerprint,
+    load_backbone,
+    load_tokenizer,
+    quiet_loading,
+    resolve_backbone,
+)
 from skewtune.errors import AdapterError, MergeError
 from skewtune.merge.sources import PEFT_PREFIX
 
@@ -67,15 +77,11 @@ def set_head_params(model: torch.nn.Module, heads: Mapping[str, torch.Tensor]) -
 
 
 def load_heads(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     return {k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k: v for k, v in load_file(str(path)).items()}
 
 
 def check_base(manifest: Mapping[str, Any], base_path: str) -> None:
     """Refuse a base folder whose fingerprint differs from the one the adapter records."""
-    from skewtune.backbones.registry import base_fingerprint
-
     expected = manifest.get("base_fingerprint")
     folder = Path(base_path)
     if expected and folder.is_dir() and (folder / "config.json").is_file():
@@ -115,16 +121,6 @@ class MultiTaskClassifier:
         cls, path: str | Path, base_model_path: str, quant: str = "none", max_length: int = 256
     ) -> MultiTaskClassifier:
         """Load a merged adapter folder (single- or multi-task) on ``base_model_path`` (name or folder)."""
-        from peft import PeftModel
-
-        from skewtune.adapters.io import read_manifest, verify_folder
-        from skewtune.backbones.registry import (
-            _quiet_loading,
-            load_backbone,
-            load_tokenizer,
-            resolve_backbone,
-        )
-
         folder = Path(path).expanduser()
         manifest = verify_folder(folder, read_manifest(folder))
         if manifest.get("task_type", "seq_cls") != "seq_cls":
@@ -140,7 +136,7 @@ class MultiTaskClassifier:
             raise AdapterError(f"{folder} has no labels for task '{default}'", "re-save the adapter with skewtune")
         base = load_backbone(spec, num_labels=len(labels[default]),
                              id2label={int(k): v for k, v in labels[default].items()}, quant=quant)
-        with _quiet_loading():
+        with quiet_loading():
             model = PeftModel.from_pretrained(base, str(folder), is_trainable=False)
         heads: dict[str, dict[str, torch.Tensor]] = {}
         for task, info in tasks_info.items():

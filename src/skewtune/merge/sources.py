@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
-from skewtune.errors import AdapterError, MergeError
+from skewtune.adapters.io import MANIFEST_NAME, check_folder_safe, read_manifest, verify_folder
+from skewtune.errors import AdapterError, MergeError, OutputError
+from skewtune.utils.io import check_writable_dir, sha256_file
 
 PEFT_PREFIX = "base_model.model."
 _A, _B = ".lora_A.weight", ".lora_B.weight"
@@ -116,12 +120,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def load_source(path: str | Path) -> LoraSource:
     """Read and check one adapter folder (safetensors only; manifest hashes verified when present)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from skewtune.adapters.io import MANIFEST_NAME, check_folder_safe, read_manifest, verify_folder
-    from skewtune.utils.io import sha256_file
-
     folder = Path(path).expanduser()
     if not folder.exists():
         raise MergeError(f"adapter folder {folder} does not exist", "pass existing adapter folders to --adapters")
@@ -237,3 +235,21 @@ def _norm_name(name: str | None) -> str:
     text = str(name or "").rstrip("/")
     path = Path(text).expanduser()
     return str(path.resolve()) if path.exists() else text
+
+
+def check_output(out: Path, sources: Sequence[Path], marker: str = "adapter_config.json") -> None:
+    """Refuse an output that overlaps a source or would replace a non-empty folder not marked by ``marker``."""
+    resolved = out.resolve()
+    for src in sources:
+        s = src.resolve()
+        if resolved == s or s in resolved.parents or resolved in s.parents:
+            raise MergeError(f"output_dir {out} overlaps the source adapter {src}", "choose a new --output_dir")
+    if out.exists():
+        if not out.is_dir():
+            raise OutputError(f"{out} exists and is not a folder", "choose a new --output_dir")
+        if any(out.iterdir()) and not (out / marker).is_file():
+            raise OutputError(
+                f"{out} exists, is not empty and is not an earlier output (no {marker}); it would be replaced",
+                "choose a new or empty --output_dir",
+            )
+    check_writable_dir(out)

@@ -1,30 +1,28 @@
-"""Training: configuration, the Accelerate loop, checkpoints, and the run pipeline."""
+"""Training: configuration, the one training engine, checkpoints, the LR finder, and the run pipeline.
 
-from skewtune.training.config import TrainConfig, add_config_arguments, config_from_args
-from skewtune.training.pipeline import (
-    Run,
-    evaluate_split,
-    finish_metrics,
-    fit_decision_rule,
-    prepare,
-    print_summary,
-    save_outputs,
-    train,
-)
+The configuration classes are imported eagerly; the engine and pipeline names load on first use (PEP 562), so
+that building the CLI's parser (``skewtune --help``), which needs only the configuration, does not import torch,
+transformers, peft and bitsandbytes.
+"""
 
+from __future__ import annotations
 
-def run_training(cfg: TrainConfig, recipe: str = "train") -> Run:
-    """prepare → train → test metrics → save → summary (what ``skewtune train`` runs)."""
-    run = prepare(cfg, recipe=recipe)
-    train(run)
-    fit_decision_rule(run)
-    finish_metrics(run)
-    save_outputs(run)
-    print_summary(run)
-    return run
+import importlib
+from typing import Any
+
+from skewtune.training.config import TokenTrainConfig, TrainConfig, add_config_arguments, config_from_args
+
+_LAZY = {
+    "Checkpointing": "engine", "Optimization": "engine", "TrainResult": "engine", "batch_loader": "engine",
+    "train_module": "engine", "FitState": "state", "Run": "pipeline", "evaluate_split": "pipeline",
+    "finish_metrics": "pipeline", "fit_decision_rule": "pipeline", "prepare": "pipeline",
+    "print_summary": "pipeline", "run_training": "pipeline", "save_outputs": "pipeline", "train": "pipeline",
+}
+
+__all__ = ["TokenTrainConfig", "TrainConfig", "add_config_arguments", "config_from_args", *_LAZY]
 
 
-__all__ = [
-    "Run", "TrainConfig", "add_config_arguments", "config_from_args", "evaluate_split", "fit_decision_rule", "finish_metrics", "prepare",
-    "print_summary", "run_training", "save_outputs", "train",
-]
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"skewtune.training.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'skewtune.training' has no attribute {name!r}")

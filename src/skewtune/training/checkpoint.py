@@ -8,27 +8,27 @@ to ``step-N`` only once complete, so a reader (or a resumed run after ``kill -9`
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
-import signal
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
 
 from skewtune.errors import OutputError
-from skewtune.training.loop import FitState
+from skewtune.training.state import FitState
 from skewtune.utils.io import _os_error, atomic_write_json
 
 logger = logging.getLogger("skewtune")
 STATE_FILE = "skewtune_state.json"
+CHECKPOINTS = "checkpoints"
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
-def _install_hooks(accelerator: Any) -> None:
+def _install_hooks(accelerator: Accelerator) -> None:
     if getattr(accelerator, "_skewtune_hooks", False):
         return
 
@@ -40,13 +40,10 @@ def _install_hooks(accelerator: Any) -> None:
     accelerator._skewtune_hooks = True
 
 
-def save(run: Any, state: FitState) -> Path:
+def save(accelerator: Accelerator, output_dir: Path, state: FitState, *, fingerprint: str, keep: int) -> Path:
     """Save a complete checkpoint ``<output_dir>/checkpoints/step-N`` (all processes must call)."""
-    from skewtune.training.pipeline import CHECKPOINTS, config_fingerprint
-
-    accelerator = run.accelerator
     _install_hooks(accelerator)
-    root = run.output_dir / CHECKPOINTS
+    root = Path(output_dir) / CHECKPOINTS
     final = root / f"step-{state.global_step}"
     if final.exists():
         return final
@@ -59,12 +56,10 @@ def save(run: Any, state: FitState) -> Path:
         accelerator.save_state(str(tmp), safe_serialization=True)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            atomic_write_json(tmp / STATE_FILE, {
-                **_counters(state), "config_fingerprint": config_fingerprint(run.cfg),
-                "num_processes": accelerator.num_processes,
-            })
+            atomic_write_json(tmp / STATE_FILE, {**state.counters(), "config_fingerprint": fingerprint,
+                                                 "num_processes": accelerator.num_processes})
             tmp.rename(final)
-            prune(root, run.cfg.keep_checkpoints)
+            prune(root, keep)
     except (OSError, RuntimeError, SafetensorError, OutputError) as exc:
         # disk full / read-only mid-run (torch.save reports write failures as RuntimeError): no partial
         # checkpoint stays behind, the previous complete ones are untouched
@@ -81,14 +76,6 @@ def save(run: Any, state: FitState) -> Path:
     return final
 
 
-def _counters(state: FitState) -> dict[str, Any]:
-    return {
-        "epoch": state.epoch, "global_step": state.global_step, "step_in_epoch": state.step_in_epoch,
-        "history": state.history, "batches_in_epoch": state.batches_in_epoch, "loss_sum": state.loss_sum,
-        "loss_count": state.loss_count, "skipped_batches": state.skipped_batches,
-    }
-
-
 def prune(root: Path, keep: int) -> None:
     """Keep the newest ``keep`` complete checkpoints; drop stale temporary folders."""
     done = sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")),
@@ -103,60 +90,17 @@ def prune(root: Path, keep: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def load(run: Any, folder: Path) -> FitState:
+def load(accelerator: Accelerator, folder: Path) -> FitState:
     """Restore adapter, optimizer, scheduler and RNG states; return the counters to continue from."""
-    accelerator = run.accelerator
     _install_hooks(accelerator)
     accelerator.load_state(str(folder), strict=False)
-    saved = json.loads((folder / STATE_FILE).read_text())
-    return FitState(epoch=saved["epoch"], global_step=saved["global_step"], step_in_epoch=saved["step_in_epoch"],
-                    history=saved.get("history", []), batches_in_epoch=saved.get("batches_in_epoch", 0),
-                    loss_sum=saved.get("loss_sum", 0.0), loss_count=saved.get("loss_count", 0),
-                    skipped_batches=saved.get("skipped_batches", 0))
+    return FitState.from_counters(json.loads((Path(folder) / STATE_FILE).read_text()))
 
 
-class StopRequested(Exception):
-    """Raised at a step boundary after SIGINT/SIGTERM."""
-
-
-class InterruptFlag:
-    """Set by the first SIGINT/SIGTERM; the loop stops at the next step boundary (a second signal stops now)."""
-
-    def __init__(self) -> None:
-        self.signals: list[int] = []
-
-    def check(self) -> None:
-        if self.signals:
-            raise StopRequested
-
-
-@contextlib.contextmanager
-def graceful_interrupt(run: Any, current_state: Callable[[], FitState], flag: InterruptFlag) -> Iterator[InterruptFlag]:
-    """On SIGINT/SIGTERM: stop at the next step boundary, save a checkpoint, exit 130 with a resume hint."""
-    previous: dict[int, Any] = {}
-
-    def handler(signum: int, frame: Any) -> None:
-        flag.signals.append(signum)
-        if len(flag.signals) > 1:
-            raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError):  # not in the main thread
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield flag
-        flag.check()  # a signal during the last epoch's evaluation: stop here too, do not carry on
-    except (StopRequested, KeyboardInterrupt) as exc:
-        state = current_state()
-        path = None
-        if isinstance(exc, StopRequested) and state.global_step > 0:
-            path = save(run, state)
-        where = f"checkpoint {path}" if path else "the last complete checkpoint"
-        sys.stderr.write(
-            f"interrupted: saved {where}; resume with the same command plus --resume_from_checkpoint latest "
-            f"--output_dir {run.output_dir}\n"
-        )
-        raise SystemExit(130) from None
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+def latest(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint under ``<output_dir>/checkpoints``."""
+    folder = Path(output_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    done = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)

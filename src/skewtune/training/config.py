@@ -1,78 +1,115 @@
-"""Run configuration: one dataclass, filled from a YAML file and/or command-line flags (flags win)."""
+"""Run configuration: one dataclass per entry point; defaults ← packaged YAML (skewtune/configs) ← --config ← flags."""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import datetime as _dt
+import functools
+import importlib.resources
+import inspect
+import io
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
-from skewtune.errors import ConfigError
+from skewtune.adapters.layers import check_layers_spec
+from skewtune.backbones.modes import QUANT_MODES, resolve_quantize_embeddings
+from skewtune.errors import ConfigError, unknown_name
+
+# Names for --help and validation, kept in step with the registries by tests/test_help_and_defaults.py (importing the
+# registries here would load torch/peft for `skewtune --help`).
+ADAPTER_NAMES = ("lora", "dora", "rslora", "ia3", "prefix", "prompt")
+LOSS_NAMES = ("ce", "weighted_ce", "sqrt_weighted_ce", "focal", "class_balanced", "ldam", "logit_adjusted", "dice",
+              "label_smoothing")
+SAMPLER_NAMES = ("random_over", "random_under", "tomek", "enn", "near_miss", "neighbourhood_cleaning",
+                 "one_sided_selection", "smote", "adasyn", "borderline_smote", "class_balanced", "sqrt_frequency")
+AUGMENT_NAMES = ("eda", "synonym_replacement", "random_insertion", "random_swap", "random_deletion", "contextual")
+POST_HOC_NAMES = ("logit_adjustment", "bias_tuning")
+SCHEDULERS = ("linear", "cosine", "constant")
+PRECISIONS = ("auto", "no", "fp16", "bf16")
+NAN_POLICIES = ("stop", "skip")
+TAGSETS = ("en-ptb", "de-stts", "nl-wotan", "es-parole", "it-penn")  # skewtune.data.upos.TAGSETS
+# the packaged defaults files (src/skewtune/configs/<name>.yaml) of the recipes and commands
+PACKAGED_CONFIGS = ("lora_sentiment", "few_shot", "cross_lingual")
+
+
+def choice(default: str | None, choices: tuple[str, ...], kind: str) -> Any:
+    """A field whose value must be one of ``choices`` (``None`` allowed when the annotation is optional).
+
+    ``kind`` names the value in the error: ``unknown <kind> '<value>' (fix: use one of: …)``.
+    """
+    return dataclasses.field(default=default, metadata={"choices": tuple(choices), "kind": kind})
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Every recipe/CLI flag. Field docs become ``--help`` text."""
+    """Every flag of ``skewtune train`` and ``recipes/lora_sentiment.py``.
+
+    The trailing comment of each field is its ``--help`` text; ``choice(...)`` fields list and enforce their values.
+    The defaults equal ``src/skewtune/configs/lora_sentiment.yaml`` (a test checks it).
+    """
 
     # data
-    dataset: str = "tweets"  # registered name (tweets) or a local csv/tsv/jsonl/json/parquet file
-    text_column: str = "text"
-    label_column: str = "label"
-    validation_file: str | None = None
-    test_file: str | None = None
-    encoding: str = "utf-8"
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    max_length: int = 128  # longer texts are truncated, with a warning counting them
-    skip_empty_texts: bool = False
+    dataset: str = "tweets"  # registered corpus (tweets, pang_lee, amazon_fr, …) or a local .csv/.tsv/.jsonl/.json/.parquet file
+    text_column: str = "text"  # column of the texts in a local file
+    label_column: str = "label"  # column of the labels in a local file
+    validation_file: str | None = None  # validation rows from this file instead of 10% of --dataset
+    test_file: str | None = None  # test rows from this file instead of 10% of --dataset
+    encoding: str = "utf-8"  # text encoding of local files, e.g. latin-1
+    max_train_samples: int | None = None  # train on the first N training rows only; none: all
+    max_eval_samples: int | None = None  # score at most N validation and N test rows; none: all
+    max_length: int = 128  # subword tokens per text; longer texts are truncated, with a warning counting them
+    skip_empty_texts: bool = False  # drop rows with an empty text instead of refusing the file
     # model
-    backbone: str = "minilm"
-    quant: str = "8bit"  # 8bit | 4bit | none
-    quantize_embeddings: bool | None = None  # word embedding int8 (8bit) / NF4 (4bit); default: on when quantized
-    adapter: str = "lora"  # lora | dora | rslora | ia3 | prefix | prompt
-    lora_r: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.1
-    backbone_dropout: float | None = None  # every dropout of the frozen backbone + head; None keeps its own (BERT 0.1)
-    target_modules: str | None = None  # comma list, "attention", "all" (default: all linear layers)
-    num_virtual_tokens: int = 16
-    lora_layers: int | None = None  # adapt only the top N transformer layers (no backward below them: faster)
+    backbone: str = "minilm"  # registered backbone (minilm, me5-small, smollm2: `skewtune backbones list`) or a local Hugging Face folder
+    quant: str = choice("8bit", QUANT_MODES, "quant mode")  # frozen backbone weights: LLM.int8 (8bit), NF4 (4bit) or fp32 (none)
+    quantize_embeddings: bool | None = None  # quantize the word embedding too (int8 / NF4); none: on when --quant is not none
+    adapter: str = choice("lora", ADAPTER_NAMES, "adapter")  # PEFT method trained on the frozen backbone
+    lora_r: int = 8  # rank of the LoRA update (lora, dora, rslora)
+    lora_alpha: float = 16.0  # LoRA scale numerator: the update is scaled by alpha/r (alpha/sqrt(r) for rslora)
+    lora_dropout: float = 0.0  # dropout on the LoRA branch's input, in [0, 1)
+    backbone_dropout: float | None = 0.0  # every dropout of the frozen backbone and head, in [0, 1); none keeps the backbone's own (BERT: 0.1)
+    target_modules: str | None = "attention"  # layers the adapter wraps: attention (query/value projections), all (every linear layer of the blocks) or comma-separated module names
+    num_virtual_tokens: int = 16  # virtual tokens of the prefix and prompt adapters
+    lora_layers: str | None = None  # transformer layers to adapt: topN (the last N, e.g. top2; no backward below them: faster), 0-based indices such as 3,4,5, or all; none: all
     # optimisation
-    learning_rate: str = "1e-3"  # a float, or "auto" for the LR range test
-    weight_decay: float = 0.01
-    num_train_epochs: float = 1.0
-    max_steps: int | None = None
-    per_device_train_batch_size: int = 32
-    per_device_eval_batch_size: int = 128
-    max_tokens_per_batch: int | None = None  # token budget for length-grouped batches
-    gradient_accumulation_steps: int = 1
-    lr_scheduler_type: str = "linear"  # linear | cosine | constant (all with warmup)
-    warmup_ratio: float = 0.06
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "auto"  # auto | no | fp16 | bf16
-    seed: int = 42
+    learning_rate: str = "1e-3"  # peak learning rate, or auto (a learning-rate range test picks it)
+    weight_decay: float = 0.01  # AdamW weight decay
+    num_train_epochs: float = 1.0  # passes over the training rows (fractions allowed)
+    max_steps: int | None = None  # stop after N optimizer steps, whatever --num_train_epochs says; none: no limit
+    per_device_train_batch_size: int = 32  # training rows per batch and process
+    per_device_eval_batch_size: int = 256  # rows per batch when scoring validation and test
+    max_tokens_per_batch: int | None = None  # token budget per length-grouped training batch instead of a fixed row count; none: off
+    gradient_accumulation_steps: int = 1  # batches per optimizer step
+    lr_scheduler_type: str = choice("linear", SCHEDULERS, "lr_scheduler_type")  # learning-rate decay after the warmup
+    warmup_ratio: float = 0.06  # share of the optimizer steps spent warming the learning rate up from 0, in [0, 1)
+    max_grad_norm: float = 1.0  # clip the gradient norm to this (0: no clipping)
+    mixed_precision: str = choice("auto", PRECISIONS, "mixed_precision")  # autocast dtype; auto: bf16 on GPUs that support it, else fp16, none on CPU
+    seed: int = 42  # seed of the split, the resampling, the initialisation and the batch order
     # imbalance (skewtune.imbalance registries)
-    loss: str = "ce"  # ce | weighted_ce | sqrt_weighted_ce | focal | class_balanced | ldam | logit_adjusted | dice | label_smoothing
+    loss: str = choice("ce", LOSS_NAMES, "loss")  # training loss; class-weighted and margin losses counter imbalance
     loss_options: str | None = None  # keywords of the loss, e.g. "gamma=2" (focal), "drw_start=0.8,max_m=0.3" (ldam)
-    sampler: str | None = None  # row resamplers (random_over, random_under, tomek, …) or class_balanced | sqrt_frequency
-    sampler_ratio: float | None = None  # minority/majority size after row resampling, in (0, 1]
-    augment: str | None = None  # eda | synonym_replacement | random_insertion | random_swap | random_deletion
+    sampler: str | None = choice("random_over", SAMPLER_NAMES, "sampler")  # training rows resampled per class (random_over: minority classes oversampled to balance); class_balanced / sqrt_frequency draw batches by class weight; none: rows as they are
+    sampler_ratio: float | None = None  # minority/majority size after row resampling, in (0, 1]; none: 1 (balanced)
+    augment: str | None = choice(None, AUGMENT_NAMES, "augmentation method")  # text augmentation of the minority classes; none: off
     augment_ratio: float = 0.5  # augment minority classes up to this fraction of the largest class
-    post_hoc: str | None = None  # logit_adjustment | bias_tuning (fitted on validation, applied by predict)
+    post_hoc: str | None = choice(None, POST_HOC_NAMES, "post-hoc rule")  # decision rule fitted on validation and applied by predict; none: argmax
     post_hoc_options: str | None = None  # keywords of the rule, e.g. "tau=auto" or "tau=0.5" (logit_adjustment)
     # outputs and runtime
-    output_dir: str | None = None  # default outputs/<recipe>/<timestamp>
-    overwrite_output_dir: bool = False
-    eval_every_epoch: bool = True
-    checkpoint_every_steps: int = 0  # 0: only at epoch ends
-    keep_checkpoints: int = 2
-    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
-    on_nan: str = "stop"  # stop | skip
+    output_dir: str | None = None  # run folder; none: outputs/<recipe>/<timestamp>
+    overwrite_output_dir: bool = False  # replace what a previous run left in --output_dir
+    eval_every_epoch: bool = True  # score the validation split after every epoch
+    checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
+    keep_checkpoints: int = 2  # newest checkpoints kept in <output_dir>/checkpoints
+    resume_from_checkpoint: str | None = None  # resume from this checkpoint folder, or latest
+    on_nan: str = choice("stop", NAN_POLICIES, "on_nan")  # on a non-finite loss: stop (the last good checkpoint is kept) or skip the batch
     baselines: bool = True  # compute majority and TF-IDF+LR baselines on the same splits
-    report_plots: bool = True
+    report_plots: bool = True  # write confusion_matrix.png
 
     def loss_kwargs(self) -> dict[str, Any]:
         """``--loss_options`` as keywords of the loss."""
@@ -99,11 +136,9 @@ class TrainConfig:
         return value
 
     def validate(self) -> None:
-        from skewtune.backbones.registry import QUANT_MODES
+        check_choices(self)
 
-        if self.quant not in QUANT_MODES:
-            raise ConfigError(f"unknown quant mode '{self.quant}'", f"use one of: {', '.join(QUANT_MODES)}")
-        from skewtune.backbones.quant import resolve_quantize_embeddings
+        check_layers_spec(self.lora_layers)
 
         resolve_quantize_embeddings(self.quant, self.quantize_embeddings)
         self.learning_rate_value()
@@ -113,12 +148,6 @@ class TrainConfig:
                 raise ConfigError(f"--{name} must be ≥ 1, got {getattr(self, name)}", f"pass a positive --{name}")
         if self.num_train_epochs <= 0 and not self.max_steps:
             raise ConfigError("--num_train_epochs must be > 0", "pass e.g. --num_train_epochs 1")
-        if self.lr_scheduler_type not in ("linear", "cosine", "constant"):
-            raise ConfigError(f"unknown lr_scheduler_type '{self.lr_scheduler_type}'", "use one of: constant, cosine, linear")
-        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
-            raise ConfigError(f"unknown mixed_precision '{self.mixed_precision}'", "use one of: auto, bf16, fp16, no")
-        if self.on_nan not in ("stop", "skip"):
-            raise ConfigError(f"unknown on_nan '{self.on_nan}'", "use one of: skip, stop")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}", "pass e.g. 0.06")
         self._validate_ranges()
@@ -169,6 +198,26 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass
+class TokenTrainConfig(TrainConfig):
+    """TrainConfig plus the token-classification settings (``skewtune train-tokens``; no packaged YAML).
+
+    The model settings keep the values train-tokens had before the classification defaults moved to the recipe's
+    (LoRA dropout 0.1, the backbone's own dropout, every linear layer, eval batch 128): nothing measured moved.
+    """
+
+    dataset: str = "upos_en"  # a registered token dataset (upos_en, en_wsj, de_tiger, nl_twnc, es_wikicorpus, it_wacky) or a CoNLL file
+    tagset: str | None = choice(None, TAGSETS, "tagset")  # map the file's tags to universal POS; none: keep the tags
+    text_prefix: str = ""  # words prepended to every sentence, never labelled (e5: "query: ")
+    label_all_subwords: bool = False  # label every subword (B-X continuations become I-X) instead of the first
+    baselines: bool = False  # majority and TF-IDF baselines (sequence-level: off for tagging)
+    sampler: str | None = choice(None, SAMPLER_NAMES, "sampler")  # must stay none: resampling rows has no token-level meaning
+    lora_dropout: float = 0.1  # dropout on the LoRA branch's input, in [0, 1)
+    backbone_dropout: float | None = None  # every dropout of the frozen backbone and head, in [0, 1); none keeps the backbone's own (BERT: 0.1)
+    target_modules: str | None = "all"  # layers the adapter wraps: all (every linear layer of the blocks), attention (query/value projections) or comma-separated module names
+    per_device_eval_batch_size: int = 128  # sentences per batch when scoring validation and test
+
+
 def _base_type(annotation: Any) -> type:
     hints = typing.get_args(annotation)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -200,26 +249,125 @@ def _or_none(parse: Any) -> Any:
     return parse_or_none
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type = TrainConfig) -> None:
-    """One ``--flag`` per config field (defaults left unset so YAML values are not overridden)."""
-    parser.add_argument("--config", help="YAML file setting any of the flags below")
+def check_choices(config: Any) -> None:
+    """ConfigError for a ``choice(...)`` field holding a value outside its choices (flags and YAML alike)."""
+    for field in dataclasses.fields(config):
+        choices, kind = field_choices(type(config), field.name)
+        value = getattr(config, field.name)
+        if choices and value is not None and value not in choices:
+            raise unknown_name(kind, str(value), choices)
+
+
+def field_choices(config_cls: type, name: str) -> tuple[tuple[str, ...], str]:
+    """``(choices, kind)`` of a field, inherited from the nearest class that declared them (``((), "")``: free)."""
+    for klass in config_cls.__mro__:
+        field = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if field is not None and "choices" in field.metadata:
+            return field.metadata["choices"], field.metadata["kind"]
+    return (), ""
+
+
+@functools.cache
+def _trailing_comments(klass: type) -> dict[str, str]:
+    """``field name -> its trailing comment`` in the class body (the comments are the fields' docs)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(klass))
+    except (OSError, TypeError):  # no source (frozen app): flags keep their defaults and choices only
+        return {}
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    docs: dict[str, str] = {}
+    for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            lines = range(node.lineno, (node.end_lineno or node.lineno) + 1)
+            text = " ".join(comments[i] for i in lines if i in comments)
+            if text:
+                docs[node.target.id] = text
+    return docs
+
+
+def field_doc(config_cls: type, name: str) -> str:
+    """What a field does: its trailing comment, from the nearest class in the MRO that documents it."""
+    for klass in config_cls.__mro__:
+        if dataclasses.is_dataclass(klass) and name in _trailing_comments(klass):
+            return _trailing_comments(klass)[name]
+    return ""
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def recipe_config_path(name: str) -> Path:
+    """The packaged defaults of a recipe / command: ``skewtune/configs/<name>.yaml`` (package data)."""
+    if name not in PACKAGED_CONFIGS:
+        raise unknown_name("packaged config", name, PACKAGED_CONFIGS)
+    return Path(str(importlib.resources.files("skewtune") / "configs" / f"{name}.yaml"))
+
+
+def recipe_defaults(name: str, config_cls: type = TrainConfig) -> dict[str, Any]:
+    """The values of a packaged defaults file (``lora_sentiment``, ``few_shot``, ``cross_lingual``), type-checked."""
+    return load_yaml(recipe_config_path(name), config_cls)
+
+
+def config_defaults(config_cls: type = TrainConfig, defaults: str | None = None) -> dict[str, Any]:
+    """Every field's default as a command resolves it: the dataclass's, then the packaged ``defaults`` file's."""
+    values = {f.name: f.default for f in dataclasses.fields(config_cls)}
+    if defaults:
+        values.update(recipe_defaults(defaults, config_cls))
+    return values
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type = TrainConfig,
+                         defaults: str | None = None) -> None:
+    """One ``--flag`` per config field, with its doc, choices and the default the command will use.
+
+    ``defaults`` names the packaged YAML (see :func:`recipe_defaults`) the command starts from; it is recorded in the
+    parsed namespace so :func:`config_from_args` resolves exactly what ``--help`` shows. Argparse defaults stay
+    unset (None) so a ``--config`` file is not overridden by flags the user did not give.
+    """
+    source = f"skewtune/configs/{defaults}.yaml, then " if defaults else ""
+    parser.add_argument("--config", metavar="YAML",
+                        help=f"YAML file of flag: value lines (any flag below); precedence: {source}this file, "
+                             "then the flags given")
+    parser.set_defaults(_config_defaults=defaults)
     hints = typing.get_type_hints(config_cls)
+    shown = config_defaults(config_cls, defaults)
     for field in dataclasses.fields(config_cls):
         kind = _base_type(hints[field.name])
+        optional = type(None) in typing.get_args(hints[field.name])
+        choices, _ = field_choices(config_cls, field.name)
+        doc = field_doc(config_cls, field.name)
+        extra = [f"choices: {', '.join(choices)}{', none' if optional else ''}"] if choices else []
+        extra.append(f"default: {_shown(shown[field.name])}")
+        text = f"{doc} ({'; '.join(extra)})".strip().replace("%", "%%")
         flag = f"--{field.name}"
         if kind is bool:
-            parser.add_argument(flag, nargs="?", const=True, type=_bool, default=None,
-                                help=f"(default: {field.default})")
+            parse: Any = _bool
+            metavar = "{true,false}" if not optional else "{true,false,none}"
         else:
             parse = kind if kind in (int, float) else str
-            if type(None) in typing.get_args(hints[field.name]):  # optional: `--flag none` switches it off
-                parse = _or_none(parse)
-            parser.add_argument(flag, type=parse, default=None, help=f"(default: {field.default})")
+            braces = "{" + ",".join([*choices, *(["none"] if optional else [])]) + "}"
+            metavar = braces if choices and len(braces) <= 40 else field.name.upper()
+        if optional:  # `--flag none` switches an optional default off
+            parse = _or_none(parse)
+        if kind is bool:
+            parser.add_argument(flag, nargs="?", const=True, type=parse, default=None, metavar=metavar, help=text)
+        else:
+            parser.add_argument(flag, type=parse, default=None, metavar=metavar, help=text)
 
 
 def config_from_args(args: argparse.Namespace, config_cls: type = TrainConfig, defaults_file: str | Path | None = None):
-    """Defaults ← ``defaults_file`` ← ``--config`` YAML ← explicit flags."""
+    """Dataclass defaults ← the packaged YAML named by ``add_config_arguments(defaults=)`` ← ``defaults_file`` ←
+    ``--config`` YAML ← explicit flags; validated."""
     values: dict[str, Any] = {}
+    packaged = getattr(args, "_config_defaults", None)
+    if packaged:
+        values.update(recipe_defaults(packaged, config_cls))
     for source in (defaults_file, getattr(args, "config", None)):
         if source:
             values.update(load_yaml(source, config_cls))
@@ -257,7 +405,10 @@ def load_yaml(path: str | Path, config_cls: type = TrainConfig) -> dict[str, Any
         elif kind is str:
             out[key] = str(value)
         elif kind is bool and not isinstance(value, bool):
-            out[key] = _bool(value)
+            try:
+                out[key] = _bool(value)
+            except argparse.ArgumentTypeError:
+                raise ConfigError(f"{path}: '{key}' must be true or false, got {value!r}", f"set {key}: true") from None
         elif kind in (int, float) and not isinstance(value, int | float):
             raise ConfigError(f"{path}: '{key}' must be a number, got {value!r}", f"set {key}: <number>")
         else:

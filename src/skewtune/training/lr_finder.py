@@ -8,7 +8,7 @@ as they were (the run then trains as if started with ``--learning_rate <chosen>`
 * ``N = min(200, optimizer steps of the run)``: the test never costs more than the training (loops over the
   loader when it is short); fewer than 8 steps → TrainingError (too little data to read a curve).
 * Same optimizer (AdamW, ``weight_decay``), loss (``--loss``), gradient accumulation, clipping and mixed precision
-  as the run, on the not-yet-prepared model (``pipeline.train`` calls this before ``accelerator.prepare``); the
+  as the run, on the not-yet-prepared model (``pipeline.train`` calls this before the engine prepares it); the
   optimizer is thrown away afterwards.
 * Smoothing: bias-corrected exponential moving average ``a_i = β·a_{i−1} + (1 − β)·loss_i``,
   ``s_i = a_i / (1 − β^(i+1))`` with a window ``w = max(2, N // 20)`` steps, ``β = 1 − 1/w``.
@@ -18,8 +18,7 @@ as they were (the run then trains as if started with ``--learning_rate <chosen>`
   the learning rate where ``ds/d log10(lr)`` (central differences) is most negative — the steepest descent —
   but at most ``lr_at_min / 10`` (the "minimum / 10" rule of fastai's ``lr_find``). That cap matters on a curve
   that stays flat and falls only at its cliff edge, right before divergence: its steepest point sits next to the
-  minimum. Measured on the tests' toy task (an AMD EPYC; the same test on a Xeon drew a gentler curve): steepest
-  0.050, one ramp step below the minimum at 0.090; training at 0.050 diverged (macro-F1 0.33, a constant guess).
+  minimum, where training diverges.
   When there is no descent (the slope is never negative, or the minimum comes within the first ``w`` points),
   or the steepest point lies above the cap, take ``lr_at_min / 10``.
 
@@ -32,11 +31,20 @@ from __future__ import annotations
 import io
 import itertools
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+from torch.utils.data import DataLoader
 
 from skewtune.errors import TrainingError
+from skewtune.inference.logits import logits_of
+from skewtune.training.engine import Optimization, plan_steps, trainable_parameters
+from skewtune.utils.io import atomic_write_bytes
 
 LR_MIN = 1e-6
 LR_MAX = 1.0
@@ -67,8 +75,6 @@ def smooth(losses: list[float], window: int) -> list[float]:
 def choose_learning_rate(lrs: list[float], smoothed: list[float], skip: int) -> tuple[float, str]:
     """The steepest-descent rule of the module docstring, capped at ``lr_at_min / 10``; returns (lr, which rule
     applied)."""
-    import numpy as np
-
     if not smoothed:
         raise TrainingError("the learning-rate range test recorded no loss", "pass a number to --learning_rate")
     best = int(np.argmin(smoothed))
@@ -123,20 +129,17 @@ def _batches(loader: Any, per_step: int, steps: int):
         yield list(itertools.islice(stream, per_step))
 
 
-def find_learning_rate(run: Any, loader: Any, *, lr_min: float = LR_MIN, lr_max: float = LR_MAX,
-                       max_steps: int = MAX_STEPS) -> float:
-    """Run the range test on ``run.model`` over ``loader``; record the curve, write the plot, return the choice.
+def find_learning_rate(model: torch.nn.Module, loader: DataLoader, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                       accelerator: Accelerator, opt: Optimization, *, plot_path: Path | None = None,
+                       lr_min: float = LR_MIN, lr_max: float = LR_MAX, max_steps: int = MAX_STEPS) -> tuple[float, dict[str, Any]]:
+    """Run the range test on ``model`` over ``loader``; return the chosen rate and the record (curve and rule).
 
-    Sets ``run.metrics["learning_rate_auto"]`` and ``run.metrics["lr_finder"]`` (curve and rule) and writes
-    ``<output_dir>/lr_finder.png`` (main process). Trainable weights, RNG states and the train/eval mode of the
-    model are restored exactly.
+    ``opt`` gives the run's weight decay, clipping and step count (:func:`~skewtune.training.engine.plan_steps`
+    on the unsharded loader). Writes the plot to ``plot_path`` (main process). Trainable weights, RNG states and
+    the train/eval mode of the model are restored exactly.
     """
-    from skewtune.training.loop import logits_of
-    from skewtune.training.pipeline import build_loss, trainable_parameters
-
-    cfg, accelerator, model = run.cfg, run.accelerator, run.model
-    accum = max(1, cfg.gradient_accumulation_steps)
-    run_steps = cfg.max_steps or max(1, int(math.ceil(len(loader) / accum) * cfg.num_train_epochs))
+    accum = max(1, accelerator.gradient_accumulation_steps)
+    run_steps = plan_steps(len(loader), 1, accum, opt).total_updates
     steps = min(max_steps, run_steps)
     if steps < MIN_STEPS:
         raise TrainingError(
@@ -151,8 +154,7 @@ def find_learning_rate(run: Any, loader: Any, *, lr_min: float = LR_MIN, lr_max:
     generator_state = generator.get_state() if generator is not None else None
     lrs = exponential_ramp(lr_min, lr_max, steps)
     params = trainable_parameters(model)
-    optimizer = torch.optim.AdamW(params, lr=lrs[0], weight_decay=cfg.weight_decay)
-    loss_fn = build_loss(run)
+    optimizer = torch.optim.AdamW(params, lr=lrs[0], weight_decay=opt.weight_decay)
     if hasattr(loss_fn, "to"):
         loss_fn = loss_fn.to(device)
     scaler = torch.amp.GradScaler(device.type) if accelerator.mixed_precision == "fp16" else None
@@ -175,10 +177,10 @@ def find_learning_rate(run: Any, loader: Any, *, lr_min: float = LR_MIN, lr_max:
             if not math.isfinite(total):
                 stopped = "non_finite_loss"
                 break
-            if cfg.max_grad_norm:
+            if opt.max_grad_norm:
                 if scaler:
                     scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(params, opt.max_grad_norm)
             if scaler:
                 scaler.step(optimizer)
                 scaler.update()
@@ -205,29 +207,23 @@ def find_learning_rate(run: Any, loader: Any, *, lr_min: float = LR_MIN, lr_max:
         "lr_min": lr_min, "lr_max": lr_max, "smoothing_window": window, "divergence_factor": DIVERGENCE,
         "lr_at_min_loss": lrs[best], "learning_rates": lrs[: len(losses)], "losses": losses, "smoothed": smoothed,
     }
-    run.metrics["learning_rate_auto"] = chosen
-    run.metrics["lr_finder"] = record
-    if accelerator.is_main_process:
-        write_plot(record, run.output_dir / PLOT_NAME)
-    return chosen
+    if plot_path is not None and accelerator.is_main_process:
+        write_plot(record, plot_path)
+    return chosen, record
 
 
-def _broadcast(accelerator: Any, value: float) -> float:
+def _broadcast(accelerator: Accelerator, value: float) -> float:
     if accelerator.num_processes <= 1:
         return value
-    from accelerate.utils import broadcast_object_list
-
     return float(broadcast_object_list([value])[0])
 
 
 def write_plot(record: dict[str, Any], path: Any) -> None:
     """Loss vs learning rate (log x), raw and smoothed, the choice marked; written atomically as PNG."""
-    import matplotlib
+    import matplotlib  # lazy: plotting is optional work, and pyplot is slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from skewtune.utils.io import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     try:

@@ -17,18 +17,4 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
 
 
-def library_versions(names: Sequence[str] = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")) -> dict[str, str]:
-    """Python's and the installed distributions' versions ("?" for one that is not installed)."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in names:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "?"
-    return out
-
-
-__all__ = ["library_versions", "mean_std"]
+__all__ = ["mean_std"]

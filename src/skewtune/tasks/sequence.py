@@ -1,0 +1,56 @@
+"""Sequence classification: one label per text (sentiment, topic, …)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from skewtune.data.batching import tokenize_split
+from skewtune.data.datasets import Splits, load_dataset_splits
+from skewtune.evaluation.metrics_loader import classification_report
+from skewtune.imbalance.decision import apply_decision
+from skewtune.imbalance.losses import build_loss
+from skewtune.inference.logits import predict_logits
+from skewtune.tasks.base import TASKS
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from transformers import PreTrainedTokenizerBase
+
+
+@TASKS.register("seq_cls")
+class SequenceClassification:
+    name = "seq_cls"
+    baselines = True
+
+    def check_config(self, cfg: Any) -> None:
+        return None
+
+    def load_splits(self, cfg: Any) -> Splits:
+        return load_dataset_splits(
+            cfg.dataset, seed=cfg.seed, text_column=cfg.text_column, label_column=cfg.label_column,
+            validation_file=cfg.validation_file, test_file=cfg.test_file, max_train_samples=cfg.max_train_samples,
+            max_eval_samples=cfg.max_eval_samples, skip_empty_texts=cfg.skip_empty_texts, encoding=cfg.encoding,
+        )
+
+    def tokenize(self, cfg: Any, tokenizer: PreTrainedTokenizerBase, splits: Splits, split: str) -> Any:
+        return tokenize_split(tokenizer, getattr(splits, f"{split}_texts"), splits.ids(split), cfg.max_length, split)
+
+    def loss(self, cfg: Any, class_counts: Callable[[], list[int]]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``ce`` is plain cross-entropy; other names come from the imbalance registry (priors: ``class_counts``)."""
+        if cfg.loss == "ce" and not cfg.loss_options:
+            return torch.nn.CrossEntropyLoss()
+        return build_loss(cfg.loss, class_counts(), **cfg.loss_kwargs())
+
+    def evaluate(self, model: torch.nn.Module, data: Any, splits: Splits, collator: Any, batch_size: int,
+                 accelerator: Accelerator, decision: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The offline classification metric module's report; a post-hoc ``decision`` rule is applied first."""
+        logits = predict_logits(model, data, collator, batch_size, accelerator.device, accelerator=accelerator)
+        if decision:
+            logits = apply_decision(logits, decision)
+        return classification_report(logits.argmax(-1).tolist(), data.labels, splits.id2label)
+
+    def test_metrics(self, report: dict[str, Any]) -> dict[str, Any]:
+        return {f"eval_{key}": report[key] for key in ("balanced_accuracy", "balanced_macro_f1") if key in report}

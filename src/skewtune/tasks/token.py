@@ -1,0 +1,128 @@
+"""Token classification (POS tagging, NER): one label per word.
+
+Data come from a CoNLL file or a registered tagged corpus (:mod:`skewtune.data.tokens`: first-subword label
+alignment, ``-100`` elsewhere). The loss is cross-entropy over the labelled positions; a split is scored word by
+word (predictions read back at each word's first subword) with the ``token_classification`` metric module:
+token accuracy, tag macro-F1 and seqeval-style entity precision/recall/F1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from skewtune.data.tokens import (
+    TokenizedTokens,
+    TokenSplits,
+    decode_predictions,
+    load_token_splits,
+    tokenize_token_split,
+)
+from skewtune.errors import ConfigError
+from skewtune.evaluation.metrics_loader import load_metric
+from skewtune.inference.logits import predict_logits
+from skewtune.tasks.base import TASKS
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from transformers import PreTrainedTokenizerBase
+
+    from skewtune.data.tokens import Sentence
+
+MISSING_TAG = "<none>"  # prediction placeholder for a word cut off by truncation
+
+
+class TokenCrossEntropy:
+    """Cross-entropy over ``[B, T, C]`` logits and ``[B, T]`` labels, ignoring ``-100`` (mean over labelled positions)."""
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = labels[:, : logits.shape[1]]
+        if not bool((labels != -100).any()):  # nothing labelled in this batch: a zero loss, not 0/0
+            return logits.sum() * 0.0
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                                 labels.reshape(-1), ignore_index=-100)
+
+
+def token_report(predictions: list[list[str]], references: list[list[str]], labels: list[str]) -> dict[str, Any]:
+    """The ``token_classification`` metric module's scores, per-tag lists keyed by tag (metrics.json layout)."""
+    result = load_metric("token_classification").compute(predictions=predictions, references=references,
+                                                          labels=list(labels))
+    names = result["labels"]
+    out = {
+        "accuracy": result["accuracy"],
+        "macro_f1": result["macro_f1"],
+        "weighted_f1": result["weighted_f1"],
+        "per_class_f1": dict(zip(names, result["per_class_f1"])),
+        "per_class_precision": dict(zip(names, result["per_class_precision"])),
+        "per_class_recall": dict(zip(names, result["per_class_recall"])),
+        "confusion_matrix": result["confusion_matrix"],
+        "num_tokens": result["num_tokens"],
+    }
+    for key in ("entity_precision", "entity_recall", "entity_f1", "entity_per_type"):
+        out[key] = result[key]
+    return out
+
+
+def predict_tags(model: torch.nn.Module, data: TokenizedTokens, id2label: dict[int, str], collator: Any,
+                 batch_size: int, accelerator: Accelerator) -> list[list[str]]:
+    """Word-level predicted tags of a tokenized split (``MISSING_TAG`` for words cut off)."""
+    logits = predict_logits(model, data, collator, batch_size, accelerator.device, accelerator=accelerator)
+    if logits.dim() != 3:  # an empty split
+        return [[] for _ in range(len(data))]
+    return decode_predictions(logits, data, id2label, missing=MISSING_TAG)
+
+
+@TASKS.register("token_cls")
+class TokenClassification:
+    name = "token_cls"
+    baselines = False  # the TF-IDF / majority baselines are sequence-level
+
+    def check_config(self, cfg: Any) -> None:
+        """Options of sequence classification that have no token-level meaning fail early."""
+        for option in ("sampler", "augment", "post_hoc"):
+            if getattr(cfg, option, None):
+                raise ConfigError(f"--{option} is not supported for token classification", f"drop --{option}")
+        if getattr(cfg, "loss", "ce") != "ce":
+            raise ConfigError(f"--loss {cfg.loss} is not supported for token classification",
+                              "token classification uses cross-entropy (--loss ce)")
+
+    def load_splits(self, cfg: Any) -> TokenSplits:
+        """TokenSplits of ``cfg.dataset`` (registered name or CoNLL file), optionally mapped to universal POS."""
+        self.check_config(cfg)
+        return load_token_splits(
+            cfg.dataset, seed=cfg.seed, validation_file=cfg.validation_file, test_file=cfg.test_file,
+            max_train_samples=cfg.max_train_samples, max_eval_samples=cfg.max_eval_samples,
+            tagset=getattr(cfg, "tagset", None), encoding=cfg.encoding,
+        )
+
+    def tokenize(self, cfg: Any, tokenizer: PreTrainedTokenizerBase, splits: TokenSplits, split: str) -> TokenizedTokens:
+        return self.tokenize_sentences(cfg, tokenizer, getattr(splits, split), splits.label2id, split)
+
+    def tokenize_sentences(self, cfg: Any, tokenizer: PreTrainedTokenizerBase, sentences: list[Sentence],
+                           label2id: dict[str, int], name: str) -> TokenizedTokens:
+        """``tokenize_token_split`` with the prefix / subword-labelling settings of ``cfg``."""
+        return tokenize_token_split(tokenizer, sentences, label2id, cfg.max_length, name,
+                                    prefix=getattr(cfg, "text_prefix", "") or "",
+                                    label_all_subwords=bool(getattr(cfg, "label_all_subwords", False)))
+
+    def loss(self, cfg: Any, class_counts: Callable[[], list[int]]) -> TokenCrossEntropy:
+        return TokenCrossEntropy()
+
+    def evaluate(self, model: torch.nn.Module, data: TokenizedTokens, splits: TokenSplits, collator: Any,
+                 batch_size: int, accelerator: Accelerator, decision: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Word by word: accuracy, tag F1, entity P/R/F1 (``missing_words``: words cut off by truncation)."""
+        predictions = predict_tags(model, data, splits.id2label, collator, batch_size, accelerator)
+        report = token_report(predictions, data.word_tags, splits.labels)
+        report["missing_words"] = data.missing_words
+        return report
+
+    def test_metrics(self, report: dict[str, Any]) -> dict[str, Any]:
+        out = {f"eval_{key}": report[key] for key in ("entity_precision", "entity_recall", "entity_f1")
+               if report[key] is not None}
+        if report["entity_per_type"] is not None:
+            out["eval_entity_per_type"] = report["entity_per_type"]
+        out.update(eval_num_tokens=report["num_tokens"], eval_missing_words=report["missing_words"],
+                   task_type=self.name)
+        return out

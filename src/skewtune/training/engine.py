@@ -1,0 +1,422 @@
+"""The one training core: every skewtune trainer optimises through :func:`train_module`.
+
+Given a module, its data (a ``DataLoader`` over a :class:`~skewtune.data.LengthGroupedBatchSampler`), a loss
+and an :class:`Optimization`, the engine owns the rest: AdamW over the trainable parameters, the warmup schedule
+(``transformers.get_scheduler``), the step accounting (:func:`plan_steps`), ``accelerator.prepare``, gradient
+accumulation, clipping, the non-finite-loss policy, checkpoints and resume (:class:`Checkpointing`), stopping at
+a step boundary on SIGINT/SIGTERM, the progress bar and the hooks (``on_step_end``, ``on_epoch_end``).
+
+Device-agnostic: one CPU, CPU DDP over gloo, one or many GPUs — whatever ``accelerate launch`` configured.
+
+Step accounting (one definition for every trainer). With ``B`` batches in an epoch, ``P`` processes and
+``A`` accumulation steps, each process iterates ``⌈B / P⌉`` batches per epoch (Accelerate's even sharding) and
+takes ``U = ⌈⌈B / P⌉ / A⌉`` optimizer steps per epoch. The run takes ``T = max_steps`` or ``⌊U · epochs⌋``
+optimizer steps per process, over ``⌈T / U⌉`` epochs. Accelerate steps a prepared scheduler once per process
+for each optimizer step, so the schedule is built for ``T · P`` steps with ``⌊warmup_ratio · T · P⌋`` warmup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from skewtune.data.batching import LengthGroupedBatchSampler
+from skewtune.errors import ConfigError, TrainingError, TrainingInterrupted
+from skewtune.inference.logits import logits_of
+from skewtune.training import checkpoint as ckpt
+from skewtune.training.state import FitState
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+logger = logging.getLogger("skewtune")
+
+SCHEDULES = ("linear", "cosine", "constant")  # all with linear warmup
+NAN_POLICIES = ("stop", "skip")
+
+
+@dataclass
+class Optimization:
+    """What the optimizer and its schedule do (AdamW, linear warmup then ``lr_scheduler_type``)."""
+
+    learning_rate: float
+    num_epochs: float = 1.0
+    max_steps: int | None = None  # optimizer steps of one process; overrides num_epochs
+    weight_decay: float = 0.0
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    on_nan: str = "stop"  # stop: raise TrainingError; skip: drop the batch and count it
+
+    @classmethod
+    def from_config(cls, cfg: Any, learning_rate: float | None = None) -> Optimization:
+        """The optimisation fields of a :class:`~skewtune.training.config.TrainConfig` (or a subclass)."""
+        return cls(learning_rate=cfg.learning_rate_value() if learning_rate is None else learning_rate,
+                   num_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, weight_decay=cfg.weight_decay,
+                   lr_scheduler_type=cfg.lr_scheduler_type, warmup_ratio=cfg.warmup_ratio,
+                   max_grad_norm=cfg.max_grad_norm, on_nan=cfg.on_nan)
+
+    def __post_init__(self) -> None:
+        if self.lr_scheduler_type not in SCHEDULES:
+            raise ConfigError(f"unknown lr_scheduler_type '{self.lr_scheduler_type}'", f"use one of: {', '.join(SCHEDULES)}")
+        if self.on_nan not in NAN_POLICIES:
+            raise ConfigError(f"unknown on_nan '{self.on_nan}'", f"use one of: {', '.join(NAN_POLICIES)}")
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The step accounting of one run (see the module docstring for the formulas)."""
+
+    processes: int
+    accumulation: int
+    batches_per_epoch: int  # one process's share of an epoch's batches
+    updates_per_epoch: int  # optimizer steps of one process per epoch
+    total_updates: int  # optimizer steps of one process over the run
+    epochs: int  # epochs the loop enters
+    scheduler_steps: int  # total_updates × processes
+    warmup_steps: int
+
+
+def plan_steps(num_batches: int, processes: int, accumulation: int, opt: Optimization) -> StepPlan:
+    """Step accounting for ``num_batches`` batches per epoch over all processes."""
+    processes, accumulation = max(1, processes), max(1, accumulation)
+    local = math.ceil(num_batches / processes)
+    per_epoch = max(1, math.ceil(local / accumulation))
+    total = opt.max_steps or max(1, int(per_epoch * opt.num_epochs))
+    scheduler_steps = total * processes
+    return StepPlan(processes=processes, accumulation=accumulation, batches_per_epoch=local,
+                    updates_per_epoch=per_epoch, total_updates=total, epochs=max(1, math.ceil(total / per_epoch)),
+                    scheduler_steps=scheduler_steps, warmup_steps=int(opt.warmup_ratio * scheduler_steps))
+
+
+@dataclass
+class Checkpointing:
+    """Where and how often the engine saves resumable checkpoints (``<output_dir>/checkpoints/step-N``)."""
+
+    output_dir: Path
+    fingerprint: str  # settings that must match for a checkpoint to be resumed
+    every_steps: int = 0  # 0: at epoch ends only
+    keep: int = 2
+    resume_from: Path | None = None
+
+
+@dataclass
+class TrainResult:
+    model: Any  # the prepared module (``accelerator.unwrap_model`` gives the plain one)
+    state: FitState  # ``state.train_seconds``: loop time summed over every segment of a resumed run
+    plan: StepPlan
+    seconds: float  # loop time of this call
+
+
+def configure_threads(accelerator: Accelerator) -> None:
+    """On CPU give each process its share of the cores.
+
+    ``accelerate launch`` exports ``OMP_NUM_THREADS=1`` unless ``--num_cpu_threads_per_process`` is given;
+    skewtune replaces that default with cores ÷ local processes. A user's own ``OMP_NUM_THREADS`` (outside
+    accelerate launch) or ``SKEWTUNE_NUM_THREADS`` is respected.
+    """
+    if accelerator.device.type != "cpu":
+        return
+    explicit = os.environ.get("SKEWTUNE_NUM_THREADS")
+    if explicit:
+        torch.set_num_threads(max(1, int(explicit)))
+        return
+    launched_by_accelerate = any(key.startswith("ACCELERATE_") for key in os.environ)
+    if os.environ.get("OMP_NUM_THREADS") and not launched_by_accelerate:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes if accelerator.num_processes > 1 else 1))
+    torch.set_num_threads(max(1, cores // max(1, local)))
+
+
+def resolve_mixed_precision(requested: str) -> str:
+    """``auto``: bf16 on GPUs that support it, fp16 on other GPUs, no mixed precision on CPU."""
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def build_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str = "auto") -> Accelerator:
+    """The run's Accelerator, with CPU DDP where ``accelerate launch``/torchrun started several CPU processes."""
+    # `accelerate launch --multi_gpu` (torchrun) on a machine without GPUs: accelerate only forms a gloo
+    # process group (MULTI_CPU) when asked for the CPU, otherwise every worker silently trains alone.
+    cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(
+        cpu=cpu_ddp,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        mixed_precision=resolve_mixed_precision(mixed_precision),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
+    )
+    configure_threads(accelerator)
+    return accelerator
+
+
+def batch_loader(dataset: Dataset, lengths: list[int], batch_size: int, collate: Callable[[list[Any]], Any], *,
+                 seed: int, max_tokens: int | None = None, indices: list[int] | None = None,
+                 resample: Callable[[int], list[int] | None] | None = None, private_rng: bool = True) -> DataLoader:
+    """Length-grouped, shuffled batches over ``dataset`` (``indices``: the rows of epoch 0; ``resample(epoch)``:
+    the rows of a later epoch), with dynamic padding by ``collate``. ``private_rng=False``: the loader's
+    iterators draw their base seed from the global torch RNG, as a plain ``DataLoader`` does."""
+    sampler = LengthGroupedBatchSampler(lengths, batch_size, max_tokens=max_tokens, seed=seed, indices=indices)
+    if resample is not None:
+        sampler.resample = resample
+    # a private generator: creating a DataLoader iterator otherwise draws from the global torch RNG, which would
+    # shift dropout masks after a resume (the resumed run creates one more iterator)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=0,
+                      generator=torch.Generator().manual_seed(seed) if private_rng else None)
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def train_module(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    opt: Optimization,
+    accelerator: Accelerator,
+    *,
+    params: list[torch.nn.Parameter] | None = None,
+    checkpoints: Checkpointing | None = None,
+    on_step_end: Callable[[FitState], None] | None = None,
+    on_epoch_end: Callable[[FitState], None] | None = None,
+    progress: bool = False,
+    release_model: bool = False,
+) -> TrainResult:
+    """Optimise ``params`` (default: the trainable parameters of ``model``) on ``loader`` with ``loss_fn``.
+
+    ``model`` is prepared by ``accelerator`` unless it already was (a second phase on the same module). The
+    optimizer, scheduler and loader are released from the accelerator afterwards (``release_model``: the model
+    too), so many runs in one process hold no stale references. With ``checkpoints`` a checkpoint is saved
+    every ``every_steps`` steps and at each epoch end (after ``on_epoch_end``), ``resume_from`` is restored
+    first, and SIGINT/SIGTERM stop at the next step boundary with a checkpoint (:class:`TrainingInterrupted`).
+    """
+    plan = plan_steps(len(loader), accelerator.num_processes, accelerator.gradient_accumulation_steps, opt)
+    optimizer = torch.optim.AdamW(params if params is not None else trainable_parameters(model),
+                                  lr=opt.learning_rate, weight_decay=opt.weight_decay)
+    scheduler = get_scheduler({"constant": "constant_with_warmup"}.get(opt.lr_scheduler_type, opt.lr_scheduler_type),
+                              optimizer, num_warmup_steps=plan.warmup_steps, num_training_steps=plan.scheduler_steps)
+    batch_sampler = loader.batch_sampler
+    prepared = next((m for m in accelerator._models if m is model or accelerator.unwrap_model(m) is model), None)
+    if prepared is not None:  # a later phase on a module the accelerator already holds
+        optimizer, prepared_loader, scheduler = accelerator.prepare(optimizer, loader, scheduler)
+    else:
+        prepared, optimizer, prepared_loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    if hasattr(loss_fn, "to"):
+        loss_fn = loss_fn.to(accelerator.device)
+    state = FitState()
+    if checkpoints is not None and checkpoints.resume_from is not None:
+        state = ckpt.load(accelerator, checkpoints.resume_from)
+        if accelerator.is_main_process:
+            logger.info("resuming from %s (step %d)", checkpoints.resume_from, state.global_step)
+
+    interrupt = _InterruptFlag()
+    start, earlier_seconds = time.perf_counter(), state.train_seconds
+
+    def clock(s: FitState) -> FitState:
+        s.train_seconds = earlier_seconds + time.perf_counter() - start
+        return s
+
+    def step_end(s: FitState) -> None:
+        interrupt.check()
+        if checkpoints is not None and checkpoints.every_steps and s.global_step % checkpoints.every_steps == 0:
+            _save(accelerator, checkpoints, clock(s))
+        if on_step_end is not None:
+            on_step_end(s)
+
+    def epoch_end(s: FitState) -> None:
+        if on_epoch_end is not None:
+            on_epoch_end(s)
+        if checkpoints is not None:
+            _save(accelerator, checkpoints, clock(s))
+
+    try:
+        with _graceful_interrupt(accelerator, checkpoints, lambda: clock(state), interrupt):
+            state = _fit(model=prepared, optimizer=optimizer, scheduler=scheduler, loader=prepared_loader,
+                         batch_sampler=batch_sampler, accelerator=accelerator, loss_fn=loss_fn, plan=plan,
+                         max_grad_norm=opt.max_grad_norm, state=state, on_step_end=step_end,
+                         on_epoch_end=epoch_end, on_nan=opt.on_nan, progress=progress)
+    finally:
+        _release(accelerator, optimizer, prepared_loader, scheduler, *([prepared] if release_model else []))
+    clock(state)
+    return TrainResult(model=prepared, state=state, plan=plan, seconds=time.perf_counter() - start)
+
+
+def _save(accelerator: Accelerator, checkpoints: Checkpointing, state: FitState) -> Path:
+    return ckpt.save(accelerator, checkpoints.output_dir, state, fingerprint=checkpoints.fingerprint,
+                     keep=checkpoints.keep)
+
+
+def _release(accelerator: Accelerator, *objects: Any) -> None:
+    """Drop the references Accelerate keeps after ``prepare``."""
+    for attr in ("_optimizers", "_dataloaders", "_schedulers", "_models"):
+        items = getattr(accelerator, attr, None)
+        if isinstance(items, list):
+            items[:] = [o for o in items if all(o is not x for x in objects)]
+
+
+def _fit(*, model: Any, optimizer: Any, scheduler: Any, loader: Any, batch_sampler: Any, accelerator: Accelerator,
+         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], plan: StepPlan, max_grad_norm: float,
+         state: FitState, on_step_end: Callable[[FitState], None], on_epoch_end: Callable[[FitState], None],
+         on_nan: str, progress: bool) -> FitState:
+    """The loop: ``plan.total_updates`` optimizer steps over ``plan.epochs`` epochs, continuing from ``state``."""
+    total = plan.total_updates
+    bar = tqdm(total=total, initial=state.global_step, desc="train", unit="step",
+               disable=not (progress and accelerator.is_local_main_process), mininterval=1.0)
+    try:
+        model.train()
+        for epoch in range(state.epoch, plan.epochs):
+            state.epoch = epoch
+            # Accelerate's DataLoaderShard re-seeds its batch sampler with its own iteration count on __iter__;
+            # pin it to the epoch so a resumed run (fresh loader, count 0) draws the same batches.
+            for target in (batch_sampler, loader):
+                if hasattr(target, "set_epoch"):
+                    target.set_epoch(epoch)
+            epoch_loader = loader
+            skip_batches = state.batches_in_epoch or state.step_in_epoch * accelerator.gradient_accumulation_steps
+            if skip_batches:
+                epoch_loader = accelerator.skip_first_batches(loader, skip_batches)
+                if hasattr(epoch_loader, "set_epoch"):
+                    epoch_loader.set_epoch(epoch)
+            else:
+                state.loss_sum, state.loss_count = 0.0, 0
+            state.batches_in_epoch = skip_batches
+            for batch in epoch_loader:
+                state.batches_in_epoch += 1
+                if hasattr(loss_fn, "set_progress"):  # LDAM's deferred re-weighting
+                    loss_fn.set_progress(state.global_step / total)
+                with accelerator.accumulate(model):
+                    loss = loss_fn(logits_of(model, batch), batch["labels"])
+                    if not bool(torch.isfinite(loss.detach()).all()):
+                        if on_nan == "skip":
+                            _skip_batch(optimizer, state, f"loss became {loss.item()}")
+                            continue
+                        raise TrainingError(
+                            f"loss became {loss.item()} at step {state.global_step + 1} (epoch {epoch + 1})",
+                            "lower --learning_rate, check the data, or pass --on_nan skip; the last good checkpoint is kept",
+                        )
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and max_grad_norm:
+                        norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+                        if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
+                            if on_nan == "skip":
+                                _skip_batch(optimizer, state, f"gradient norm became {float(norm)}")
+                                continue
+                            raise TrainingError(
+                                f"gradient norm became {float(norm)} at step {state.global_step + 1} (epoch {epoch + 1})",
+                                "lower --learning_rate or pass --on_nan skip; the last good checkpoint is kept",
+                            )
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                state.loss_sum += float(loss.detach())
+                state.loss_count += 1
+                if accelerator.sync_gradients:
+                    state.global_step += 1
+                    state.step_in_epoch += 1
+                    bar.update(1)
+                    if state.global_step % 20 == 0:
+                        bar.set_postfix(loss=f"{state.loss_sum / max(state.loss_count, 1):.4f}", epoch=epoch + 1,
+                                        refresh=False)
+                    on_step_end(state)
+                    if state.global_step >= total:
+                        break
+            state.history.append({"epoch": epoch + 1, "train_loss": state.loss_sum / max(state.loss_count, 1),
+                                  "step": state.global_step})
+            state.batches_in_epoch, state.loss_sum, state.loss_count = 0, 0.0, 0
+            state.step_in_epoch = 0
+            state.epoch = epoch + 1
+            on_epoch_end(state)
+            if state.global_step >= total:
+                break
+    finally:
+        bar.close()  # before any error line, so the message is the last thing on the console
+    return state
+
+
+def _skip_batch(optimizer: Any, state: FitState, what: str) -> None:
+    """``on_nan="skip"``: drop this batch's gradients, count it, say so once per batch."""
+    optimizer.zero_grad(set_to_none=True)
+    state.skipped_batches += 1
+    logger.warning("%s at step %d; batch skipped (--on_nan skip)", what, state.global_step + 1)
+
+
+class _StopRequested(Exception):
+    """Raised at a step boundary after SIGINT/SIGTERM."""
+
+
+class _InterruptFlag:
+    """Set by the first SIGINT/SIGTERM; the loop stops at the next step boundary (a second signal stops now)."""
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+
+    def check(self) -> None:
+        if self.signals:
+            raise _StopRequested
+
+
+@contextlib.contextmanager
+def _graceful_interrupt(accelerator: Accelerator, checkpoints: Checkpointing | None,
+                        current_state: Callable[[], FitState], flag: _InterruptFlag) -> Iterator[None]:
+    """With checkpoints: on SIGINT/SIGTERM stop at the next step boundary, save, raise TrainingInterrupted.
+    The previous handlers are put back on the way out."""
+    if checkpoints is None:
+        yield
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        flag.signals.append(signum)
+        if len(flag.signals) > 1:
+            raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not in the main thread
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+        flag.check()  # a signal during the last epoch's evaluation: stop here too, do not carry on
+    except (_StopRequested, KeyboardInterrupt) as exc:
+        state = current_state()
+        path = _save(accelerator, checkpoints, state) if isinstance(exc, _StopRequested) and state.global_step else None
+        raise TrainingInterrupted(f"saved {f'checkpoint {path}' if path else 'the last complete checkpoint'}",
+                                  f"resume with the same command plus --resume_from_checkpoint latest "
+                                  f"--output_dir {checkpoints.output_dir}") from None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+__all__ = [
+    "Checkpointing", "FitState", "Optimization", "StepPlan", "Timer", "TrainResult", "batch_loader",
+    "build_accelerator", "configure_threads", "plan_steps", "resolve_mixed_precision", "train_module",
+    "trainable_parameters",
+]
