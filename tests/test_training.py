@@ -175,6 +175,26 @@ def test_resume_matches_uninterrupted(tiny_bert: Path, toy_csv: Path, tmp_path: 
     ma = json.loads((full / "metrics.json").read_text())
     mb = json.loads((part / "metrics.json").read_text())
     assert ma["eval_macro_f1"] == mb["eval_macro_f1"] and ma["train_steps"] == mb["train_steps"]
+    # the resumed run's training time counts the segment before the cut (recorded in the checkpoint) too
+    before_cut = json.loads((part / "checkpoints" / "step-3" / "skewtune_state.json").read_text())["train_seconds"]
+    assert 0 < before_cut < mb["train_runtime_s"]
+    assert mb["train_samples_per_second"] < 10 * ma["train_samples_per_second"]
+
+
+def test_rerunning_a_finished_run_is_refused_and_changes_nothing(tiny_bert: Path, toy_csv: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The same command again on a complete run: one line, exit 2, metrics.json and the adapter untouched."""
+    out = tmp_path / "done"
+    args = ["train", *tiny_args(tiny_bert, toy_csv, out, "--num_train_epochs", "1")]
+    assert cli_main(args) == 0
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    assert cli_main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err[-1].startswith("error: the run in") and "already complete" in err[-1] and "--overwrite_output_dir" in err[-1]
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert cli_main([*args, "--resume_from_checkpoint", "latest"]) == 2  # resuming a finished run is refused too
+    assert cli_main([*args, "--overwrite_output_dir"]) == 0  # training it again is one flag away
 
 
 def test_labels_as_integers_and_tsv(tiny_bert: Path, tmp_path: Path) -> None:
