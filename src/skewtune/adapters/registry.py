@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["ADAPTERS", "IA3_FEEDFORWARD", "TARGET_MODULES", "AdapterSettings", "build_adapter",
            "default_target_modules", "resolve_target_modules"]
 
-_resolve_targets = resolve_target_modules  # old private name, still imported by crosslingual/mlm.py
 
 
 def _lora_config(model: PreTrainedModel, settings: AdapterSettings, task: str, **extra: Any) -> LoraConfig:

@@ -34,8 +34,8 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
 from transformers.modeling_outputs import MaskedLMOutput
 
+from skewtune.adapters.base import AdapterSettings, resolve_target_modules
 from skewtune.adapters.io import write_manifest
-from skewtune.adapters.registry import AdapterSettings, _resolve_targets
 from skewtune.backbones import base_fingerprint, load_tokenizer
 from skewtune.backbones.registry import load_backbone_with_head
 from skewtune.data.batching import tokenize_split
@@ -231,7 +231,7 @@ def train_language_adapters(
     transform, _, bias = _head(model)
     head_start = {k: v.detach().clone() for k, v in transform.state_dict().items()}
     bias_start = bias.detach().clone()
-    targets = _resolve_targets(model, AdapterSettings(target_modules=settings.target_modules))
+    targets = resolve_target_modules(model, AdapterSettings(target_modules=settings.target_modules))
     torch.manual_seed(settings.seed)
     peft_model = get_peft_model(model, LoraConfig(r=settings.rank, lora_alpha=settings.alpha,
                                                   lora_dropout=settings.dropout, target_modules=targets))

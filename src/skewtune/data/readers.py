@@ -41,8 +41,12 @@ def check_path(path: Path) -> None:
         raise DataError(f"cannot open {path}: {exc.strerror or exc}", "check the path") from None
 
 
-def read_rows(path: str | Path, encoding: str = "utf-8") -> list[dict[str, object]]:
-    """All rows of a table file as dicts (TXT: one ``text`` per non-empty line)."""
+def read_rows(path: str | Path, encoding: str = "utf-8", keep_blank: bool = False) -> list[dict[str, object]]:
+    """All rows of a table file as dicts (TXT: one ``text`` per non-empty line).
+
+    ``keep_blank`` keeps blank TXT lines and blank CSV/TSV records (as empty values) before the last non-blank
+    one, so row *i* of the result is row *i* of the file (``skewtune predict`` counts them instead of shifting).
+    """
     path = Path(path)
     check_path(path)
     if not path.exists():
@@ -64,7 +68,12 @@ def read_rows(path: str | Path, encoding: str = "utf-8") -> list[dict[str, objec
         return frame.to_dict(orient="records")
     text = _decode(path, encoding)
     if suffix == ".txt":
-        return [{"text": line} for line in text.splitlines() if line.strip()]
+        lines = text.splitlines()
+        if keep_blank:
+            while lines and not lines[-1].strip():
+                lines.pop()
+            return [{"text": line} for line in lines]
+        return [{"text": line} for line in lines if line.strip()]
     if suffix == ".json":
         try:
             data = json.loads(text)
@@ -112,6 +121,8 @@ def read_rows(path: str | Path, encoding: str = "utf-8") -> list[dict[str, objec
     try:
         for record in reader:
             if not record or all(not cell.strip() for cell in record):
+                if keep_blank:
+                    rows.append(dict.fromkeys(header, ""))
                 continue
             if len(record) != len(header):
                 raise DataError(
@@ -121,6 +132,8 @@ def read_rows(path: str | Path, encoding: str = "utf-8") -> list[dict[str, objec
             rows.append(dict(zip(header, record)))
     except csv.Error as exc:
         raise DataError(f"{path} is not valid CSV at line {reader.line_num} ({exc})", "fix the quoting") from exc
+    while keep_blank and rows and all(not str(v).strip() for v in rows[-1].values()):
+        rows.pop()
     return rows
 
 

@@ -29,15 +29,14 @@ def classification_report(predictions: list[int], references: list[int], id2labe
     result = load_metric("classification").compute(
         predictions=predictions, references=references, num_labels=len(id2label)
     )
-    names = [id2label[i] for i in range(len(id2label))]
-    return {
-        "accuracy": result["accuracy"],
-        "macro_f1": result["macro_f1"],
-        "weighted_f1": result["weighted_f1"],
-        "balanced_accuracy": result["balanced_accuracy"],
-        "balanced_macro_f1": result["balanced_macro_f1"],
-        "per_class_f1": dict(zip(names, result["per_class_f1"])),
-        "per_class_precision": dict(zip(names, result["per_class_precision"])),
-        "per_class_recall": dict(zip(names, result["per_class_recall"])),
-        "confusion_matrix": result["confusion_matrix"],
-    }
+    return keyed_report(result, [id2label[i] for i in range(len(id2label))],
+                        ("accuracy", "macro_f1", "weighted_f1", "balanced_accuracy", "balanced_macro_f1",
+                         "confusion_matrix"))
+
+
+def keyed_report(result: dict[str, Any], names: list[str], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``keys`` of a metric module's result as they are, and its per-class lists as ``{label: value}`` dicts."""
+    out = {key: result[key] for key in keys}
+    for key in ("per_class_f1", "per_class_precision", "per_class_recall"):
+        out[key] = dict(zip(names, result[key]))
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from skewtune.adapters import load_trained_adapter, merge_and_unload
+from skewtune.adapters.heads import load_head_file, select_task, set_head_params, task_names
 from skewtune.adapters.io import check_folder_safe, check_safetensors_header, read_manifest, verify_folder
 from skewtune.adapters.pooling import install_pooling
 from skewtune.backbones import load_backbone, load_tokenizer, resolve_backbone
@@ -24,6 +26,8 @@ from skewtune.inference.precision import apply_dtype, check_dtype_name, resolve_
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,6 +43,12 @@ class AdapterClassifier:
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32  # compute precision (skewtune.inference.precision)
     autocast: bool = False  # quantized layers at a lower precision: run under torch.autocast
+    task: str | None = None  # the head in use of a multi-task adapter (None: single-task)
+
+    @property
+    def tasks(self) -> list[str]:
+        """Tasks of a merged multi-task adapter (default first); ``[]`` for a single-task one."""
+        return task_names(self.manifest)
 
     @property
     def labels(self) -> list[str]:
@@ -74,13 +84,15 @@ class AdapterClassifier:
 def load_adapter(
     path: str | Path, *, backbone: str | None = None, quant: str | None = None, merge: bool = False,
     device: str | None = None, verify: bool = True, max_length: int = 128, dtype: str = "auto",
+    task: str | None = None,
 ) -> AdapterClassifier:
     """Load ``path`` (an adapter folder saved by skewtune) on its backbone.
 
     ``quant`` defaults to the mode used in training; ``merge=True`` loads a dense (unquantized) backbone and
     folds LoRA/IA³ into its weights for speed. ``dtype`` (auto | fp32 | bf16 | fp16) is the compute precision: ``auto`` is fp32
     unmerged and, merged, bf16 on hardware with native bf16 matmul (``skewtune.inference.precision``).
-    Files are hash-checked against ``skewtune.json`` unless ``verify=False``.
+    Files are hash-checked against ``skewtune.json`` unless ``verify=False``. ``task`` picks the head of a merged
+    multi-task adapter (``classifier.tasks``; default: its default task, with a warning on the ``skewtune`` logger).
     """
     check_dtype_name(dtype)  # before any backbone loads
     folder = Path(path)
@@ -93,7 +105,11 @@ def load_adapter(
         adapter_config = json.loads((folder / "adapter_config.json").read_text())
     except json.JSONDecodeError as exc:
         raise AdapterError(f"{folder}/adapter_config.json is not valid JSON", "re-save the adapter") from exc
-    id2label = {int(k): v for k, v in manifest["id2label"].items()}
+    chosen, task_labels, head_file = select_task(manifest, task, folder)  # before any backbone loads
+    if chosen is not None and task is None:
+        logger.warning("%s is a multi-task adapter (tasks: %s); predicting its default task '%s' — choose one with "
+                       "--task / task=", folder, ", ".join(task_names(manifest)), chosen)
+    id2label = {int(k): v for k, v in manifest["id2label"].items()}  # the head inside adapter_model.safetensors
     spec = resolve_backbone(backbone or manifest.get("backbone") or adapter_config.get("base_model_name_or_path"))
     task = manifest.get("task_type", "seq_cls")
     mode = quant or manifest.get("quant", "none")
@@ -106,6 +122,10 @@ def load_adapter(
         first = str(exc).strip().splitlines()[0][:200]
         raise AdapterError(f"adapter {folder} does not fit backbone '{spec.name}': {first}",
                            "load it on the backbone it was trained on (see skewtune.json)") from exc
+    if head_file and chosen != manifest.get("default_task"):
+        set_head_params(model, load_head_file(folder, head_file))
+    if chosen is not None:
+        id2label = {int(k): v for k, v in task_labels.items()}
     if merge and hasattr(model, "merge_and_unload"):  # prefix/prompt adapters have nothing to fold in
         model = merge_and_unload(model)
     if manifest.get("pooling"):  # few-shot adapters classify mean-pooled sentence embeddings (skewtune.fewshot)
@@ -117,9 +137,12 @@ def load_adapter(
         model.to(target)
     compute = resolve_dtype(dtype, merged=merge, device=target)
     autocast = apply_dtype(model, compute, castable=mode == "none")
+    decision = manifest.get("decision")
+    if chosen is not None and chosen != manifest.get("default_task"):
+        decision = (manifest["tasks"][chosen] or {}).get("decision")  # a decision rule belongs to one head
     return AdapterClassifier(model=model, tokenizer=tokenizer, id2label=id2label, manifest=manifest,
-                             max_length=max_length, decision=manifest.get("decision"), device=target,
-                             dtype=compute, autocast=autocast)
+                             max_length=max_length, decision=decision, device=target,
+                             dtype=compute, autocast=autocast, task=chosen)
 
 
 HEAD_SUFFIXES = ("classifier.weight", "classifier.bias", "score.weight")

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from safetensors.torch import save
 
-from skewtune.adapters.io import render_card, write_manifest
+from skewtune.adapters.io import read_manifest, render_card, verify_folder, write_manifest
 from skewtune.errors import MergeError
 from skewtune.hub.api import info, pull
 from skewtune.hub.names import parse_ref
@@ -422,6 +422,40 @@ def _write(
         atomic_write_text(tmp / "README.md", render_card(manifest) + _lineage_card(manifest))
         write_manifest(tmp, manifest)
     return out
+
+
+SCORE_KEYS = ("accuracy", "macro_f1", "weighted_f1", "num_samples", "split", "seed", "task")
+
+
+def record_scores(folder: str | Path, scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Save ``merge --eval`` scores in a merged adapter's manifest (and card); return the new manifest.
+
+    ``scores``: per task ``{"dataset": name, "merged": report, "sources": {source name: report}}`` with
+    :func:`~skewtune.merge.evaluate_adapter` reports. The manifest's ``metrics`` get the merge's own figures as
+    numbers — ``eval_accuracy`` / ``eval_macro_f1`` for one task, ``eval_<task>_accuracy`` / ``eval_<task>_macro_f1``
+    for several — plus ``merge_eval``: per task the dataset and the merge's and each source's headline scores. The
+    folder is hash-checked first; the card is re-rendered and the file hashes recomputed (``write_manifest``).
+    """
+    folder = Path(folder)
+    manifest = verify_folder(folder, read_manifest(folder))
+
+    def brief(report: dict[str, Any]) -> dict[str, Any]:
+        return {k: report[k] for k in SCORE_KEYS if k in report}
+
+    metrics: dict[str, Any] = dict(manifest.get("metrics") or {})
+    detail: dict[str, Any] = {}
+    for task, entry in scores.items():
+        merged = entry.get("merged") or {}
+        prefix = "eval_" if len(scores) == 1 else f"eval_{task}_"
+        for key in ("accuracy", "macro_f1"):
+            if isinstance(merged.get(key), int | float):
+                metrics[f"{prefix}{key}"] = float(merged[key])
+        detail[task] = {"dataset": entry.get("dataset"), "merged": brief(merged),
+                        "sources": {name: brief(r) for name, r in (entry.get("sources") or {}).items()}}
+    metrics["merge_eval"] = detail
+    manifest["metrics"] = metrics
+    atomic_write_text(folder / "README.md", render_card(manifest) + _lineage_card(manifest))
+    return write_manifest(folder, manifest)
 
 
 def _common(values: Sequence[Any]) -> Any:

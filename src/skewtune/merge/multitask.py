@@ -27,6 +27,7 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
+from skewtune.adapters.heads import set_head_params  # shared with inference (skewtune.inference.load_adapter)
 from skewtune.adapters.io import read_manifest, verify_folder
 from skewtune.backbones import (
     base_fingerprint,
@@ -37,43 +38,6 @@ from skewtune.backbones import (
 )
 from skewtune.errors import AdapterError, MergeError
 from skewtune.merge.sources import PEFT_PREFIX
-
-
-def _find_owner(model: torch.nn.Module, param_path: str) -> tuple[torch.nn.Module, str]:
-    """Module holding ``param_path`` (peft ModulesToSaveWrapper → its active copy) and the leaf name."""
-    root = model.base_model.model if hasattr(model, "peft_config") else model  # PeftModel → the transformers model
-    parts = param_path.split(".")
-    module: torch.nn.Module = root
-    for i, part in enumerate(parts[:-1]):
-        module = getattr(module, part)
-        copies = getattr(module, "modules_to_save", None)
-        if isinstance(copies, torch.nn.ModuleDict) and copies:
-            active = list(getattr(module, "active_adapters", None) or [])
-            module = copies[active[0]] if active and active[0] in copies else next(iter(copies.values()))
-            rest = parts[i + 1:]
-            for sub in rest[:-1]:
-                module = getattr(module, sub)
-            return module, rest[-1]
-    return module, parts[-1]
-
-
-def set_head_params(model: torch.nn.Module, heads: Mapping[str, torch.Tensor]) -> None:
-    """Put head tensors (keys without the ``base_model.model.`` prefix) into ``model``, resizing if needed."""
-    with torch.no_grad():
-        for key, value in heads.items():
-            owner, leaf = _find_owner(model, key)
-            current = getattr(owner, leaf, None)
-            if not isinstance(current, torch.Tensor):
-                raise MergeError(f"the model has no parameter {key} for the head", "use the adapter's own base model")
-            if current.dtype == torch.int8:
-                raise MergeError(f"head parameter {key} is quantized in the base", "keep heads out of quantization")
-            new = value.to(dtype=current.dtype, device=current.device)
-            if tuple(current.shape) == tuple(new.shape):
-                current.copy_(new)
-            else:
-                setattr(owner, leaf, torch.nn.Parameter(new.clone(), requires_grad=False))
-                if leaf == "weight" and hasattr(owner, "out_features"):
-                    owner.out_features = int(new.shape[0])
 
 
 def load_heads(path: Path) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from skewtune.data.tokens import (
     tokenize_token_split,
 )
 from skewtune.errors import ConfigError
-from skewtune.evaluation.metrics_loader import load_metric
+from skewtune.evaluation.metrics_loader import keyed_report, load_metric
 from skewtune.inference.logits import predict_logits
 from skewtune.tasks.base import TASKS
 
@@ -49,20 +49,9 @@ def token_report(predictions: list[list[str]], references: list[list[str]], labe
     """The ``token_classification`` metric module's scores, per-tag lists keyed by tag (metrics.json layout)."""
     result = load_metric("token_classification").compute(predictions=predictions, references=references,
                                                           labels=list(labels))
-    names = result["labels"]
-    out = {
-        "accuracy": result["accuracy"],
-        "macro_f1": result["macro_f1"],
-        "weighted_f1": result["weighted_f1"],
-        "per_class_f1": dict(zip(names, result["per_class_f1"])),
-        "per_class_precision": dict(zip(names, result["per_class_precision"])),
-        "per_class_recall": dict(zip(names, result["per_class_recall"])),
-        "confusion_matrix": result["confusion_matrix"],
-        "num_tokens": result["num_tokens"],
-    }
-    for key in ("entity_precision", "entity_recall", "entity_f1", "entity_per_type"):
-        out[key] = result[key]
-    return out
+    return keyed_report(result, result["labels"], (
+        "accuracy", "macro_f1", "weighted_f1", "confusion_matrix", "num_tokens", "entity_precision", "entity_recall",
+        "entity_f1", "entity_per_type"))
 
 
 def predict_tags(model: torch.nn.Module, data: TokenizedTokens, id2label: dict[int, str], collator: Any,

@@ -110,6 +110,7 @@ class TrainConfig:
     on_nan: str = choice("stop", NAN_POLICIES, "on_nan")  # on a non-finite loss: stop (the last good checkpoint is kept) or skip the batch
     baselines: bool = True  # compute majority and TF-IDF+LR baselines on the same splits
     report_plots: bool = True  # write confusion_matrix.png
+    num_threads: str | None = "auto"  # torch threads per process on CPU; auto: the CPUs free of other jobs (affinity, cgroup quota, current load) ÷ local processes, logged at start; or a number (env SKEWTUNE_NUM_THREADS works too)
 
     def loss_kwargs(self) -> dict[str, Any]:
         """``--loss_options`` as keywords of the loss."""
@@ -179,6 +180,10 @@ class TrainConfig:
         if self.checkpoint_every_steps < 0:
             raise ConfigError(f"--checkpoint_every_steps must be ≥ 0 (0: epoch ends only), got {self.checkpoint_every_steps}",
                               "pass e.g. 500")
+        if self.num_threads is not None and str(self.num_threads).lower() != "auto" and not (
+                str(self.num_threads).isdigit() and int(self.num_threads) >= 1):
+            raise ConfigError(f"--num_threads must be auto or a whole number ≥ 1, got {self.num_threads}",
+                              "pass e.g. --num_threads 1, or auto")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"--keep_checkpoints must be ≥ 1, got {self.keep_checkpoints}", "pass e.g. 2")
         if self.target_modules is not None and not [t for t in self.target_modules.split(",") if t.strip()]:

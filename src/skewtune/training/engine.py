@@ -123,25 +123,119 @@ class TrainResult:
     seconds: float  # loop time of this call
 
 
-def configure_threads(accelerator: Accelerator) -> None:
-    """On CPU give each process its share of the cores.
+@dataclass(frozen=True)
+class ThreadChoice:
+    """How many torch threads a process takes, and why (one line for the run log)."""
 
-    ``accelerate launch`` exports ``OMP_NUM_THREADS=1`` unless ``--num_cpu_threads_per_process`` is given;
-    skewtune replaces that default with cores ÷ local processes. A user's own ``OMP_NUM_THREADS`` (outside
-    accelerate launch) or ``SKEWTUNE_NUM_THREADS`` is respected.
+    threads: int
+    reason: str
+
+
+def choose_threads(affinity: int, quota: float | None = None, busy: float = 0.0, processes: int = 1) -> ThreadChoice:
+    """The thread count for one of ``processes`` local processes: the CPUs this process may use (``affinity``,
+    capped by a cgroup CPU ``quota`` in CPUs) less those other jobs keep ``busy``, shared out, at least 1.
+
+    OpenMP threads wait for each other at every operation: one thread more than the free cores makes every step
+    wait for a descheduled thread (on a loaded 2-core machine 2 threads ran 3× slower than 1).
+    """
+    processes = max(1, int(processes))
+    usable = max(1, int(affinity))
+    why = [f"{usable} CPU{'s' if usable != 1 else ''} in the affinity mask"]
+    if quota is not None and quota > 0 and int(quota) < usable:
+        usable = max(1, int(quota))
+        why.append(f"cgroup quota {quota:g} CPUs")
+    busy = max(0.0, float(busy))
+    free = max(1, min(usable, int(usable - busy + 0.5)))
+    if busy >= 0.5:
+        why.append(f"{busy:.1f} busy with other jobs")
+    threads = max(1, free // processes)
+    if processes > 1:
+        why.append(f"{processes} local processes")
+    return ThreadChoice(threads, "auto: " + ", ".join(why))
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPU quota of this cgroup in CPUs (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``/``cfs_period_us``); None: no limit."""
+    try:
+        fields = (root / "cpu.max").read_text().split()
+        if fields and fields[0] != "max":
+            return int(fields[0]) / int(fields[1])
+        if fields:
+            return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def busy_cpus(cpus: set[int] | None = None, interval: float = 0.25) -> float:
+    """CPUs kept busy by other jobs: the non-idle share of ``cpus`` over ``interval`` seconds (``/proc/stat``,
+    this process sleeping meanwhile); the 1-minute load average where ``/proc/stat`` cannot be read."""
+    def sample() -> dict[str, tuple[int, int]]:
+        out = {}
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *values = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                ticks = [int(v) for v in values[:8]]
+                out[name] = (sum(ticks), ticks[3] + ticks[4])  # total, idle + iowait
+        return out
+
+    try:
+        before = sample()
+        time.sleep(interval)
+        after = sample()
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 0.0
+    names = [f"cpu{i}" for i in sorted(cpus)] if cpus else list(after)
+    busy = 0.0
+    for name in names:
+        if name in before and name in after:
+            total = after[name][0] - before[name][0]
+            idle = after[name][1] - before[name][1]
+            busy += (total - idle) / total if total > 0 else 0.0
+    return busy
+
+
+def _local_processes(accelerator: Accelerator) -> int:
+    return int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes if accelerator.num_processes > 1 else 1))
+
+
+def configure_threads(accelerator: Accelerator, num_threads: int | str | None = None) -> ThreadChoice | None:
+    """On CPU give each process its share of the CPUs that are free; logs the choice (main process).
+
+    Precedence: ``num_threads`` (``--num_threads N``) › ``SKEWTUNE_NUM_THREADS`` › a user's own
+    ``OMP_NUM_THREADS`` (outside ``accelerate launch``, which exports 1 unless ``--num_cpu_threads_per_process``
+    is given) › :func:`choose_threads` from the affinity mask, the cgroup quota, the busy CPUs and the local
+    processes.
     """
     if accelerator.device.type != "cpu":
-        return
-    explicit = os.environ.get("SKEWTUNE_NUM_THREADS")
-    if explicit:
-        torch.set_num_threads(max(1, int(explicit)))
-        return
-    launched_by_accelerate = any(key.startswith("ACCELERATE_") for key in os.environ)
-    if os.environ.get("OMP_NUM_THREADS") and not launched_by_accelerate:
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes if accelerator.num_processes > 1 else 1))
-    torch.set_num_threads(max(1, cores // max(1, local)))
+        return None
+    explicit = None if num_threads in (None, "auto") else num_threads
+    if explicit is not None:
+        choice = ThreadChoice(max(1, int(explicit)), f"--num_threads {explicit}")
+    elif os.environ.get("SKEWTUNE_NUM_THREADS"):
+        value = os.environ["SKEWTUNE_NUM_THREADS"]
+        choice = ThreadChoice(max(1, int(value)), f"SKEWTUNE_NUM_THREADS={value}")
+    elif os.environ.get("OMP_NUM_THREADS") and not any(key.startswith("ACCELERATE_") for key in os.environ):
+        choice = ThreadChoice(torch.get_num_threads(), f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
+    else:
+        affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+        local = _local_processes(accelerator)
+        # the other local ranks are this run's own: they are not "other jobs"
+        busy = max(0.0, busy_cpus(affinity) - (local - 1))
+        choice = choose_threads(len(affinity), cgroup_cpu_quota(), busy, local)
+    torch.set_num_threads(choice.threads)
+    if accelerator.is_main_process:
+        logger.info("threads: %d torch thread%s per process (%s; set --num_threads to override)", choice.threads,
+                    "s" if choice.threads != 1 else "", choice.reason)
+    return choice
 
 
 def resolve_mixed_precision(requested: str) -> str:
@@ -153,7 +247,8 @@ def resolve_mixed_precision(requested: str) -> str:
     return "no"
 
 
-def build_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str = "auto") -> Accelerator:
+def build_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str = "auto",
+                      num_threads: int | str | None = None) -> Accelerator:
     """The run's Accelerator, with CPU DDP where ``accelerate launch``/torchrun started several CPU processes."""
     # `accelerate launch --multi_gpu` (torchrun) on a machine without GPUs: accelerate only forms a gloo
     # process group (MULTI_CPU) when asked for the CPU, otherwise every worker silently trains alone.
@@ -164,7 +259,7 @@ def build_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str
         mixed_precision=resolve_mixed_precision(mixed_precision),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
-    configure_threads(accelerator)
+    configure_threads(accelerator, num_threads)
     return accelerator
 
 
@@ -417,6 +512,6 @@ class Timer:
 
 __all__ = [
     "Checkpointing", "FitState", "Optimization", "StepPlan", "Timer", "TrainResult", "batch_loader",
-    "build_accelerator", "configure_threads", "plan_steps", "resolve_mixed_precision", "train_module",
+    "build_accelerator", "choose_threads", "configure_threads", "plan_steps", "resolve_mixed_precision", "train_module",
     "trainable_parameters",
 ]

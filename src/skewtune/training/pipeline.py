@@ -95,7 +95,7 @@ def config_fingerprint(cfg: TrainConfig) -> str:
     """Hash of the settings that must match for a checkpoint to be resumed."""
     keep = {k: v for k, v in cfg.to_dict().items() if k not in (
         "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "report_plots", "baselines",
-        "checkpoint_every_steps", "keep_checkpoints", "on_nan", "eval_every_epoch")}
+        "checkpoint_every_steps", "keep_checkpoints", "on_nan", "eval_every_epoch", "num_threads")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -149,7 +149,8 @@ def check_output_dir(cfg: TrainConfig, output_dir: Path) -> Path | None:
 
 def accelerator_for(cfg: TrainConfig) -> Accelerator:
     """The run's Accelerator from its flags (accumulation, mixed precision)."""
-    return build_accelerator(cfg.gradient_accumulation_steps, cfg.mixed_precision)
+    threads = None if cfg.num_threads is None or str(cfg.num_threads).lower() == "auto" else int(cfg.num_threads)
+    return build_accelerator(cfg.gradient_accumulation_steps, cfg.mixed_precision, num_threads=threads)
 
 
 def prepare(cfg: TrainConfig, recipe: str = "train", task: Task | None = None, splits: Any = None) -> Run:
