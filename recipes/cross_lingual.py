@@ -203,7 +203,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     spec = resolve_backbone(cfg.backbone)
     data = {task: build_task_data(cfg, task) for task in tasks}
     output_dir = cfg.resolved_output_dir("cross_lingual")
-    results_file = Path(cfg.results_file) if cfg.results_file else output_dir / "results.json"
+    results_file = results_path(cfg, output_dir)
     check_writable_dir(results_file.parent)
     partial = load_partial(cfg, output_dir) if cfg.resume else None  # --resume: same settings, same folder
     if partial is None:
@@ -282,6 +282,11 @@ def run(args: argparse.Namespace, command: str) -> int:
     print(format_table(results))
     print(f"results: {results_file} (+ .md); adapters: {output_dir}")
     return 0
+
+
+def results_path(cfg: CrossLingualConfig, output_dir: Path) -> Path:
+    """--results_file, or ``<output_dir>/results.json``: the committed results are replaced only when named."""
+    return Path(cfg.results_file) if cfg.results_file else Path(output_dir) / "results.json"
 
 
 # ----------------------------------------------------------------------------------- resuming (--resume)

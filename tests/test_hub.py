@@ -319,8 +319,11 @@ def test_cli_happy_path(tmp_path: Path, fake: Path, monkeypatch: pytest.MonkeyPa
     assert rc == 0 and [r["ref"] for r in json.loads(out)] == ["cli-a@v1"]
     rc, out, _ = cli(monkeypatch, capsys, "hub", "search", "--min_metric", "eval_macro_f1=0.9")
     assert rc == 0 and "(no adapters)" in out
-    rc, out, _ = cli(monkeypatch, capsys, "hub", "info", "cli-a@v1")
+    rc, out, _ = cli(monkeypatch, capsys, "hub", "info", "cli-a@v1", "--json")
     assert rc == 0 and json.loads(out)["manifest"]["languages"] == ["en", "es"]
+    rc, out, _ = cli(monkeypatch, capsys, "hub", "info", "cli-a@v1")  # for people: a summary, not JSON
+    assert rc == 0 and not out.startswith("{") and "base model  tiny-bert" in out
+    assert "labels      negative, neutral, positive" in out and "languages   en, es" in out and "eval_macro_f1=0.8000" in out
     rc, out, _ = cli(monkeypatch, capsys, "hub", "pull", "cli-a", "--dest", str(tmp_path / "got"))
     assert rc == 0 and out.strip() == str(tmp_path / "got")
     rc, out, _ = cli(monkeypatch, capsys, "hub", "verify", str(tmp_path / "got"))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from skewtune.adapters.io import read_manifest, verify_folder
 from skewtune.cli.main import main as cli_main
 from skewtune.errors import ConfigError, DataError
 from skewtune.merge import evaluate_adapter
@@ -115,12 +116,29 @@ def test_merge_cli_eval_prints_sources_and_merge(toy: dict[str, Path], tmp_path:
                      "--output_dir", str(tmp_path / "ties"),
                      "--eval", f"polar={toy['polar_data']}", "--eval", f"tri={toy['tri_data']}"])
     assert code == 0
-    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines() if line.count("\t") == 2]
+    captured = capsys.readouterr()
+    printed, progress = captured.out, captured.err.splitlines()
+    rows = [line.split("\t") for line in printed.splitlines() if line.count("\t") == 2]
     assert rows[0] == ["task", "adapter", "score"]
     body = rows[1:]
     assert [r[0] for r in body] == ["polar", "polar", "tri", "tri"]
     assert "(merged)" in body[1][1] and "(merged)" in body[3][1]
     assert all(r[2].startswith("macro_f1=") for r in body)
+    # progress on stderr, one line before and after each scoring; the error explained in words
+    assert "[1/4] scoring" in "\n".join(progress) and "[4/4]" in "\n".join(progress)
+    assert "factors B·A differ from the exact merged update ΔW" in printed and "of ‖ΔW‖ (Frobenius)" in printed
+    assert "Rule of thumb: under 5%" in printed  # ties: a truncated SVD, so the note says what is acceptable
+    # scores saved in the merged manifest, its hashes still valid
+    out = tmp_path / "ties"
+    manifest = verify_folder(out, read_manifest(out))
+    metrics = manifest["metrics"]
+    merged_polar = float(body[1][2].removeprefix("macro_f1="))
+    assert metrics["eval_polar_macro_f1"] == pytest.approx(merged_polar, abs=1e-4)
+    assert 0.0 <= metrics["eval_tri_accuracy"] <= 1.0
+    detail = metrics["merge_eval"]
+    assert set(detail) == {"polar", "tri"} and set(detail["polar"]["sources"]) == {body[0][1]}
+    assert detail["tri"]["merged"]["num_samples"] > 0
+    assert "eval_polar_macro_f1" in (out / "README.md").read_text()
 
 
 def test_same_label_merge_is_single_task(toy: dict[str, Path], tmp_path: Path) -> None:

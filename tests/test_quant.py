@@ -126,6 +126,8 @@ def test_4bit_lora_trains_on_cpu_and_reloads_with_vanilla_peft(tiny_bert: Path, 
     ours = skewtune.load_adapter(out / "adapter", quant="none")
     vanilla = PeftModel.from_pretrained(
         AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=2), str(out / "adapter")).eval()
+    # packed 4-bit weights (Linear4bit, NF4 embeddings) count as the weights they hold: the fp32 model's count
+    assert metrics["all_params"] == sum(p.numel() for p in vanilla.parameters())
     tokens = ours.tokenizer(texts, return_tensors="pt", padding=True)
     with torch.inference_mode():
         expected = vanilla(**tokens).logits

@@ -6,15 +6,15 @@ stores one head per task next to the standard PEFT files; its ``skewtune.json`` 
     "default_task": "<task>",          # the head inside adapter_model.safetensors (what plain peft loads)
     "tasks": {"<task>": {"id2label": {...}, "head_file": "heads/<task>.safetensors", ...}}
 
-:func:`task_names` / :func:`select_task` read that part of the manifest (no torch needed); :func:`load_head_file`
-and :func:`set_head_params` put a task's head tensors into a loaded model. Inference and merging both use them.
+:func:`skewtune.adapters.io.task_names` / :func:`~skewtune.adapters.io.select_task` read that part of the manifest
+(no torch, so the hub can list tasks); :func:`load_head_file` and :func:`set_head_params` put a task's head tensors
+into a loaded model. Inference and merging both use them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -22,35 +22,6 @@ from safetensors.torch import load_file
 from skewtune.errors import AdapterError
 
 PEFT_PREFIX = "base_model.model."  # keys of a PEFT safetensors file
-
-
-def task_names(manifest: Mapping[str, Any]) -> list[str]:
-    """The tasks of a multi-task adapter, default first; ``[]`` for a single-task adapter."""
-    tasks = list(manifest.get("tasks") or {})
-    default = manifest.get("default_task")
-    return sorted(tasks, key=lambda t: t != default)
-
-
-def select_task(manifest: Mapping[str, Any], task: str | None, folder: str | Path = "adapter") -> tuple[str | None, dict[str, str], str | None]:
-    """``(task, id2label, head_file)`` of ``task`` (default: the manifest's default task).
-
-    A single-task adapter gives ``(None, its id2label, None)``; naming a task it does not have is an error
-    (its own dataset or name is accepted). An unknown task raises :class:`AdapterError` listing the valid ones.
-    """
-    tasks = manifest.get("tasks") or {}
-    if not tasks:
-        if task is not None and task not in {manifest.get("dataset"), manifest.get("default_task"), manifest.get("name")}:
-            raise AdapterError(f"{folder} is a single-task adapter; task '{task}' does not apply to it",
-                               "drop --task / task= (it selects a head of a merged multi-task adapter)")
-        return None, {str(k): str(v) for k, v in (manifest.get("id2label") or {}).items()}, None
-    name = task or manifest.get("default_task") or next(iter(tasks))
-    if name not in tasks:
-        raise AdapterError(f"{folder} has no task '{name}'", f"use one of: {', '.join(task_names(manifest))}")
-    info = tasks[name] or {}
-    labels = info.get("id2label") or {}
-    if not labels:
-        raise AdapterError(f"{folder} lists no labels for task '{name}'", "re-save the adapter with skewtune")
-    return name, {str(k): str(v) for k, v in labels.items()}, info.get("head_file")
 
 
 def load_head_file(folder: str | Path, head_file: str) -> dict[str, torch.Tensor]:

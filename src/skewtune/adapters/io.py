@@ -7,6 +7,7 @@ see docs/ARCHITECTURE.md. Only safetensors weights are accepted; nothing in the 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,36 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "id2label" not in data:
         raise AdapterError(f"{path} lacks the label mapping (id2label)", "re-save the adapter with skewtune")
     return data
+
+
+def task_names(manifest: Mapping[str, Any]) -> list[str]:
+    """The tasks of a multi-task adapter, default first; ``[]`` for a single-task adapter."""
+    tasks = list(manifest.get("tasks") or {})
+    default = manifest.get("default_task")
+    return sorted(tasks, key=lambda t: t != default)
+
+
+def select_task(manifest: Mapping[str, Any], task: str | None,
+                folder: str | Path = "adapter") -> tuple[str | None, dict[str, str], str | None]:
+    """``(task, id2label, head_file)`` of ``task`` (default: the manifest's default task).
+
+    A single-task adapter gives ``(None, its id2label, None)``; naming a task it does not have is an error
+    (its own dataset or name is accepted). An unknown task raises :class:`AdapterError` listing the valid ones.
+    """
+    tasks = manifest.get("tasks") or {}
+    if not tasks:
+        if task is not None and task not in {manifest.get("dataset"), manifest.get("default_task"), manifest.get("name")}:
+            raise AdapterError(f"{folder} is a single-task adapter; task '{task}' does not apply to it",
+                               "drop --task / task= (it selects a head of a merged multi-task adapter)")
+        return None, {str(k): str(v) for k, v in (manifest.get("id2label") or {}).items()}, None
+    name = task or manifest.get("default_task") or next(iter(tasks))
+    if name not in tasks:
+        raise AdapterError(f"{folder} has no task '{name}'", f"use one of: {', '.join(task_names(manifest))}")
+    info = tasks[name] or {}
+    labels = info.get("id2label") or {}
+    if not labels:
+        raise AdapterError(f"{folder} lists no labels for task '{name}'", "re-save the adapter with skewtune")
+    return name, {str(k): str(v) for k, v in labels.items()}, info.get("head_file")
 
 
 def check_folder_safe(folder: str | Path) -> None:
@@ -146,15 +177,28 @@ def render_card(manifest: dict[str, Any]) -> str:
         "",
         "Load with peft:",
         "",
-        "```python",
-        "from peft import PeftModel",
-        "from transformers import AutoModelForSequenceClassification",
-        f"base = AutoModelForSequenceClassification.from_pretrained('{manifest.get('base_model')}', num_labels={len(labels)})",
-        "model = PeftModel.from_pretrained(base, '<this folder>')",
-        "```",
+        *peft_snippet(manifest),
         "",
     ]
     return "\n".join(lines)
+
+
+def peft_snippet(manifest: dict[str, Any]) -> list[str]:
+    """Card lines loading the adapter with plain peft: on the local base folder the manifest records (works
+    offline; the Hub id is named in a comment), with ``id2label`` so predictions print real labels."""
+    labels = manifest.get("id2label") or {}
+    id2label = {int(k): v for k, v in sorted(labels.items(), key=lambda kv: int(kv[0]))}
+    head = "AutoModelForTokenClassification" if manifest.get("task_type") == "token_cls" else "AutoModelForSequenceClassification"
+    hub_id = manifest.get("base_model")
+    base = manifest.get("base_path") or hub_id
+    lines = ["```python", "from peft import PeftModel", f"from transformers import {head}", "",
+             f"id2label = {id2label!r}"]
+    if manifest.get("base_path") and hub_id and hub_id != base:
+        lines.append(f"# the base model's local folder; with network access the Hub id {hub_id!r} works too")
+    lines += [f"base = {head}.from_pretrained({str(base)!r}, num_labels={len(id2label)}, id2label=id2label,",
+              "                                       ignore_mismatched_sizes=True)  # the adapter brings its own head",
+              "model = PeftModel.from_pretrained(base, '<this folder>').eval()", "```"]
+    return lines
 
 
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024

@@ -14,6 +14,7 @@ from typing import Any
 
 _LAZY = {
     "BACKBONES": "registry", "BackboneSpec": "base", "quiet_loading": "base", "base_fingerprint": "registry",
+    "count_parameters": "quant",
     "head_module_names": "registry", "load_backbone": "registry", "load_backbone_with_head": "registry",
     "load_tokenizer": "registry", "resolve_backbone": "registry",
 }

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from skewtune.adapters.io import task_names
 from skewtune.errors import HubError
 
 
@@ -26,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     push = sub.add_parser("push", parents=[common], help="share an adapter folder as a new version")
     push.add_argument("adapter_dir", help="adapter folder saved by skewtune (safetensors + skewtune.json)")
-    push.add_argument("--name", default=None, help="adapter name on the hub (default: the folder's name)")
+    push.add_argument("--name", default=None,
+                      help="adapter name on the hub (default: the manifest's name, e.g. tweets-minilm-lora)")
     push.add_argument("--tag", action="append", default=None, help="extra card tag (repeatable)")
     push.add_argument("--language", action="append", default=None,
                       help="language code (repeatable; replaces the manifest's languages)")
@@ -58,6 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     info = sub.add_parser("info", parents=[common], help="facts, versions and manifest of NAME[@vN]")
     info.add_argument("ref", help="NAME (latest version) or NAME@vN")
+    info.add_argument("--json", action="store_true", help="print the raw facts and manifest as JSON")
     info.set_defaults(func=_run_info)
 
     verify = sub.add_parser("verify", parents=[common], help="check a local adapter folder or NAME[@vN] on the hub")
@@ -75,9 +78,7 @@ def _hub(args: argparse.Namespace, required: bool = True) -> str | None:
 def _run_push(args: argparse.Namespace) -> int:
     from skewtune.hub import push
 
-    folder = Path(args.adapter_dir)
-    name = args.name or folder.resolve().name
-    ref = push(folder, _hub(args), name, tags=args.tag, languages=args.language)
+    ref = push(Path(args.adapter_dir), _hub(args), args.name, tags=args.tag, languages=args.language)
     print(f"pushed {ref} to {_hub(args)}")
     return 0
 
@@ -149,9 +150,51 @@ def _run_search(args: argparse.Namespace) -> int:
 def _run_info(args: argparse.Namespace) -> int:
     from skewtune.hub import info
 
-    json.dump(info(args.ref, _hub(args)), sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    data = info(args.ref, _hub(args))
+    if args.json:
+        json.dump(data, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(info_summary(data))
     return 0
+
+
+def _labels(id2label: dict[str, Any] | None) -> str:
+    items = sorted((id2label or {}).items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0)
+    return ", ".join(str(v) for _, v in items) or "-"
+
+
+def info_summary(data: dict[str, Any]) -> str:
+    """``hub info`` for people: name, versions, task(s) and labels, base model, metrics (``--json``: everything)."""
+    m = data.get("manifest") or {}
+    base = m.get("base_model") or m.get("backbone") or "-"
+    if m.get("backbone") and m.get("backbone") != base:
+        base = f"{base} (backbone {m['backbone']})"
+    rows = [
+        ("adapter", f"{data.get('ref')} (versions: {', '.join(f'v{v}' for v in data.get('versions') or [])})"),
+        ("name", str(m.get("name") or data.get("name"))),
+        ("type", f"{m.get('adapter_type', '-')} · {m.get('task_type', 'seq_cls')} · {m.get('quant', 'none')} backbone"),
+        ("base model", str(base)),
+    ]
+    tasks = m.get("tasks") or {}
+    if tasks:
+        default = m.get("default_task")
+        for t in task_names(m):
+            mark = " (default)" if t == default else ""
+            rows.append(("task", f"{t}{mark}: {_labels((tasks[t] or {}).get('id2label'))}"))
+        rows.append(("", "multi-task: choose with 'skewtune predict --task NAME'"))
+    else:
+        rows.append(("labels", _labels(m.get("id2label"))))
+    rows += [("dataset", str(m.get("dataset") or "-")), ("languages", ", ".join(m.get("languages") or []) or "-")]
+    metrics = [(k, v) for k, v in (m.get("metrics") or {}).items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    rows.append(("metrics", ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics) or "-"))
+    if data.get("size_bytes") is not None:
+        size = int(data["size_bytes"])
+        rows.append(("size", f"{size / 1e6:.2f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"))
+    if m.get("created_at"):
+        rows.append(("created", str(m["created_at"])))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}".rstrip() for k, v in rows)
 
 
 def _run_verify(args: argparse.Namespace) -> int:

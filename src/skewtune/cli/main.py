@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 
@@ -91,12 +92,32 @@ def run_guarded(func, *args, debug: bool = False, **kwargs) -> int:
     return int(result or 0)
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `cat big | head` reports for cat
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return run_guarded(args.func, args, debug=debug)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return run_guarded(args.func, args, debug=debug)
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``skewtune hub info X | head``): stop quietly, as unix tools do.
+
+    stdout is pointed at /dev/null so the interpreter's final flush cannot raise a second BrokenPipeError.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (captured in tests)
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

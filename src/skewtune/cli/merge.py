@@ -90,14 +90,14 @@ def error_note(lineage: dict[str, Any]) -> str:
     layers = lineage.get("layers") or {}
     worst = max((v.get("rel_fro_error", 0.0) for v in layers.values()), default=0.0)
     exact = (lineage.get("parameters") or {}).get("storage") in ("concat", "compact")
-    verdict = ("exact up to float rounding" if worst < 1e-4 else
-               "small: predictions barely move" if worst < 0.05 else
-               "large: check --eval, or raise --target_rank")
-    how = "exact re-factorisation" if exact else f"truncated SVD of the merged update, per-layer rank of the {lineage['method']} merge"
-    return (f"low-rank factorisation error: the stored factors B·A differ from the exact merged update ΔW by at most "
-            f"{lineage['max_abs_error']:.3g} in any weight, {100 * worst:.2g}% of ‖ΔW‖ in the worst layer "
-            f"(Frobenius; {how}) — {verdict} (rule of thumb: under 5% rarely changes a prediction; --eval measures it; per layer "
-            "in skewtune.json → lineage.layers)")
+    how = ("exact re-factorisation" if exact else
+           f"truncated SVD to the per-layer rank of the {lineage['method']} merge; --target_rank sets it")
+    verdict = ("float rounding only" if worst < 1e-4 else "small" if worst < 0.05 else "large")
+    return (f"factorisation error ({how}): the stored low-rank factors B·A differ from the exact merged update ΔW by "
+            f"at most {lineage['max_abs_error']:.3g} in any weight, and by {100 * worst:.2g}% of ‖ΔW‖ (Frobenius) in "
+            f"the worst layer — {verdict}."
+            + ("" if exact else "\n  Rule of thumb: under 5% rarely changes a prediction; above it raise --target_rank, "
+               "and --eval measures the effect. Per layer: skewtune.json → lineage.layers."))
 
 
 def _progress(message: str) -> None:
@@ -143,10 +143,13 @@ def _run_merge(args: argparse.Namespace) -> int:
     if evaluate is not None:
         from skewtune.merge.api import record_scores
 
+        names = [src["name"] for src in lineage["sources"]]
+        # two sources may share a name (a manifest name, or a folder name such as "adapter"): number the repeats
+        unique = {i: name if names.count(name) == 1 else f"{name}#{i + 1}" for i, name in enumerate(names)}
         plan = []
         for task, dataset in evals:
-            members = [s for s in lineage["sources"] if s.get("task") == task] or lineage["sources"]
-            plan += [(task, dataset, src["name"], Path(src["path"]), None, False) for src in members]
+            members = [i for i, s in enumerate(lineage["sources"]) if s.get("task") == task] or range(len(names))
+            plan += [(task, dataset, unique[i], Path(lineage["sources"][i]["path"]), None, False) for i in members]
             plan.append((task, dataset, out.name, out, task if task in tasks else None, True))
         _progress(f"scoring {len(plan)} adapters (each source, then the merge, per task) on their datasets' test "
                   "splits; each loads the backbone and predicts every test row")

@@ -11,13 +11,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict", help="predict labels with a saved adapter",
         description="Predict a label and class probabilities for every input text with a saved adapter; writes one "
-                    "JSON object per line. A shared adapter is fetched first with 'skewtune hub pull NAME'.")
+                    "JSON object per line: the input row's columns (e.g. id), then label and probabilities, one line "
+                    "per input row, in order (empty texts are refused, with their count). A shared adapter is fetched "
+                    "first with 'skewtune hub pull NAME'.")
     parser.add_argument("--adapter", required=True,
                         help="adapter folder saved by skewtune (skewtune.json + PEFT files), e.g. runs/x/adapter")
     parser.add_argument("--input", required=True,
                         help="texts: .txt (one per line), .csv, .tsv, .jsonl, .json or .parquet")
     parser.add_argument("--output", required=True, help="predictions file (.jsonl), written atomically")
-    parser.add_argument("--text_column", default="text", help="column of the texts in a table input")
+    parser.add_argument("--text_column", default=None,
+                        help="column of the texts in a table input (default: the column the adapter was trained on "
+                             "when the file has it, else 'text')")
+    parser.add_argument("--task", default=None,
+                        help="task of a merged multi-task adapter ('skewtune hub info' / skewtune.json list them; "
+                             "default: its default task, with a warning)")
     parser.add_argument("--batch_size", type=int, default=128, help="texts per forward pass")
     parser.add_argument("--quant", choices=["8bit", "4bit", "none"], default=None,
                         help="backbone weights (choices: 8bit, 4bit, none; default: as trained)")
@@ -32,15 +39,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from skewtune.inference import load_adapter, read_inputs
+    # lazy: 'skewtune --help' must not import torch
+    from skewtune.adapters.io import check_folder_safe, read_manifest, select_task
+    from skewtune.inference import load_adapter
+    from skewtune.inference.predictor import prediction_record, read_prediction_inputs
     from skewtune.utils.io import atomic_write_text, check_writable_dir
 
-    texts = read_inputs(args.input, args.text_column, args.encoding)
+    check_folder_safe(args.adapter)
+    manifest = read_manifest(args.adapter)
+    select_task(manifest, args.task, args.adapter)  # a wrong --task fails before the input is read
+    trained_column = (manifest.get("training") or {}).get("text_column")
+    inputs = read_prediction_inputs(args.input, args.text_column, args.encoding, trained_column=trained_column)
     check_writable_dir(Path(args.output).parent if str(Path(args.output).parent) else ".")
     classifier = load_adapter(args.adapter, quant=args.quant, merge=args.merge, max_length=args.max_length,
-                              dtype=args.dtype)
-    rows = classifier.predict(texts, batch_size=args.batch_size, progress=True)
-    lines = [json.dumps({"text": t, **r}, ensure_ascii=False) for t, r in zip(texts, rows)]
+                              dtype=args.dtype, task=args.task)
+    rows = classifier.predict(inputs.texts, batch_size=args.batch_size, progress=True)
+    records = (prediction_record(row, inputs.text_column, text, pred)
+               for row, text, pred in zip(inputs.rows, inputs.texts, rows))
+    lines = [json.dumps(record, ensure_ascii=False, default=str) for record in records]
     atomic_write_text(args.output, "\n".join(lines) + "\n")
     print(f"wrote {len(rows)} predictions to {args.output}")
     return 0

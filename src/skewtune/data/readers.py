@@ -146,9 +146,11 @@ def read_table(
     text_column: str = "text",
     label_column: str | None = "label",
     encoding: str = "utf-8",
+    rows: list[dict[str, object]] | None = None,
 ) -> tuple[list[str], list[str] | None]:
-    """(texts, labels) from a file; labels are strings (``1.0`` and ``1`` are the same class)."""
-    rows = read_rows(path, encoding=encoding)
+    """(texts, labels) from a file (or its ``rows``, already read); labels are strings (``1.0`` and ``1`` are the
+    same class)."""
+    rows = read_rows(path, encoding=encoding) if rows is None else rows
     if not rows:
         raise DataError(f"{path} holds no rows", "add examples")
     columns = list(rows[0].keys())

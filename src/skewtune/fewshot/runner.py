@@ -96,10 +96,11 @@ def prepare(cfg: FewShotConfig, recipe: str = "few_shot") -> FewShotRun:
                       test=test, validation=validation, test_rows=test_rows)
 
 
-def evaluate(ctx: FewShotContext, model: Any, split: Any) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class scores of ``model`` on a tokenized split (offline metric module)."""
+def evaluate(ctx: FewShotContext, model: Any, split: Any, progress: bool = False) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class scores of ``model`` on a tokenized split (offline metric module);
+    ``progress``: a progress bar over the batches (main process)."""
     logits = predict_logits(model, split, ctx.collator, ctx.cfg.per_device_eval_batch_size, ctx.accelerator.device,
-                            accelerator=ctx.accelerator)
+                            accelerator=ctx.accelerator, progress=progress)
     return classification_report(logits.argmax(-1).tolist(), list(split.labels), ctx.id2label)
 
 
@@ -115,10 +116,14 @@ def run_all(run: FewShotRun) -> dict[str, Any]:
     cfg, ctx = run.cfg, run.ctx
     main = ctx.accelerator.is_main_process
     started = time.perf_counter()
-    for seed, sample in run.samples.items():
+    for n, (seed, sample) in enumerate(run.samples.items(), 1):
+        if main:
+            logger.info("seed %d (%d of %d): training on %d examples", seed, n, len(run.samples), len(sample.indices))
         trained = train_seed(ctx, run.splits, sample, cfg.method)
-        val = evaluate(ctx, trained.model, run.validation)
-        test = evaluate(ctx, trained.model, run.test)
+        if main:
+            logger.info("seed %d: scoring %d validation + %d test rows", seed, len(run.validation), len(run.test))
+        val = evaluate(ctx, trained.model, run.validation, progress=main)
+        test = evaluate(ctx, trained.model, run.test, progress=main)
         result = {
             "seed": seed, "train_size": len(sample.indices), "class_counts": sample.counts,
             "train_seconds": trained.train_seconds, "load_seconds": trained.load_seconds,

@@ -15,11 +15,13 @@ from skewtune.hub.api import (
     cache_root,
     check_base_compatible,
     check_shareable,
+    default_name,
     info,
     ls,
     pull,
     push,
     search,
+    strip_local_paths,
     verify,
 )
 from skewtune.hub.backends import open_hub
@@ -32,6 +34,7 @@ __all__ = [
     "cache_root",
     "check_base_compatible",
     "check_shareable",
+    "default_name",
     "info",
     "ls",
     "open_hub",
@@ -39,6 +42,7 @@ __all__ = [
     "pull",
     "push",
     "search",
+    "strip_local_paths",
     "validate_name",
     "verify",
 ]

@@ -37,6 +37,9 @@ from skewtune.utils.io import atomic_dir, check_writable_dir, sha256_file
 
 CARD_NAME = "README.md"
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$")
+_ABS_PATH_RE = re.compile(r"^(?:/[^/]|~[/\\]|[A-Za-z]:[/\\]|file://)")  # POSIX, home, Windows drive, file URL
+LOCAL_ONLY_KEYS = frozenset({"base_path"})  # meaningful on the pusher's machine only: dropped on push
+GENERIC_FOLDER_NAMES = frozenset({"adapter", "adapters", "output", "outputs", "merged", "run", "model"})
 
 
 # --- local adapter folders ------------------------------------------------------------------------
@@ -95,38 +98,91 @@ def _retag_card(text: str, tags: list[str], languages: list[str]) -> str | None:
     return "---\n" + yaml.safe_dump(front, sort_keys=False).strip() + text[end:]
 
 
+def _is_local_path(value: str) -> bool:
+    return bool(_ABS_PATH_RE.match(value))
+
+
+def strip_local_paths(value: Any, replaced: dict[str, str] | None = None) -> tuple[Any, dict[str, str]]:
+    """``value`` (a manifest) without the pusher's local paths: ``base_path`` keys dropped, every other absolute
+    path (``training.dataset``, a backbone folder, merge sources …) cut to its last component.
+
+    Returns the cleaned copy and ``{old: new}`` for every string replaced (to clean the card the same way).
+    """
+    replaced = {} if replaced is None else replaced
+    if isinstance(value, dict):
+        return {k: strip_local_paths(v, replaced)[0] for k, v in value.items() if k not in LOCAL_ONLY_KEYS}, replaced
+    if isinstance(value, list):
+        return [strip_local_paths(v, replaced)[0] for v in value], replaced
+    if isinstance(value, str) and _is_local_path(value):
+        new = re.split(r"[/\\]", value.rstrip("/\\"))[-1] or "local"
+        replaced[value] = new
+        return new, replaced
+    return value, replaced
+
+
+def default_name(adapter_dir: str | Path) -> str:
+    """The hub name a push without ``--name`` uses: the manifest's ``name`` (made a valid hub name), else the
+    folder's name unless it is a generic one such as ``adapter`` (every run folder holds an ``adapter/``)."""
+    folder = Path(adapter_dir).expanduser()
+    manifest = read_manifest(folder)
+    candidates = [str(manifest.get("name") or "")]
+    backbone = str(manifest.get("backbone") or "")
+    if _is_local_path(backbone):  # "<dataset>-<backbone folder path>-<adapter>": keep the folder's own name only
+        candidates[0] = candidates[0].replace(backbone.replace("/", "_"), strip_local_paths(backbone)[0])
+    if folder.resolve().name.lower() not in GENERIC_FOLDER_NAMES:
+        candidates.append(folder.resolve().name)
+    for text in candidates:
+        slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).replace("..", ".").strip("-._")[:64].rstrip("-._")
+        if slug and slug not in ("index.json", "skewtune-index"):
+            return validate_name(slug)
+    raise HubError(f"cannot derive a hub name for {folder} (its manifest has no name)", "pass --name NAME")
+
+
 def stage_adapter(src: Path, dst: Path, *, tags: list[str], languages: list[str]) -> dict[str, Any]:
     """Copy the verified adapter ``src`` to ``dst`` (only its manifest's files) and add tags/languages.
 
-    A missing card is rendered from the manifest. The copy is verified again, so the bytes pushed are
-    the bytes checked. Returns the staged manifest.
+    The pusher's local paths are stripped from the manifest and the card (:func:`strip_local_paths`); a missing
+    card is rendered from the manifest. The copy is re-hashed and verified again, so the bytes pushed are the
+    bytes checked. Returns the staged manifest.
     """
     manifest = check_shareable(src)
     for rel in [*manifest["files"], MANIFEST_NAME]:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / rel, dst / rel)
     card = dst / CARD_NAME
-    if tags or languages or not card.is_file():
-        manifest = dict(manifest)
+    clean, replaced = strip_local_paths(manifest)
+    if isinstance(manifest.get("base_path"), str) and clean.get("base_model"):
+        replaced[manifest["base_path"]] = str(clean["base_model"])  # the card's peft snippet: the Hub id
+    if tags or languages or not card.is_file() or clean != manifest:
+        manifest = dict(clean)
         if tags:
             manifest["tags"] = sorted({*(manifest.get("tags") or []), *tags})
         if languages:
             manifest["languages"] = list(languages)
-        text = card.read_text(encoding="utf-8") if card.is_file() else ""
-        card.write_text(_retag_card(text, tags, languages) or render_card(manifest), encoding="utf-8")
+        if card.is_file():
+            text = card.read_text(encoding="utf-8")
+            for old in sorted(replaced, key=len, reverse=True):
+                text = text.replace(old, replaced[old])
+            if tags or languages:
+                text = _retag_card(text, tags, languages) or render_card(manifest)
+        else:
+            text = render_card(manifest)
+        card.write_text(text, encoding="utf-8")
         write_manifest(dst, manifest)
     return check_shareable(dst)
 
 
 # --- hub operations -------------------------------------------------------------------------------
 
-def push(adapter_dir: str | Path, hub_url: str, name: str, *, tags: list[str] | None = None,
+def push(adapter_dir: str | Path, hub_url: str, name: str | None = None, *, tags: list[str] | None = None,
          languages: list[str] | None = None, storage_options: dict[str, Any] | None = None) -> str:
-    """Share the adapter folder ``adapter_dir`` on ``hub_url`` as a new version of ``name``.
+    """Share the adapter folder ``adapter_dir`` on ``hub_url`` as a new version of ``name``
+    (default: :func:`default_name`, from the manifest's ``name``).
 
-    The folder is verified (hashes, safetensors only) before anything is written. Returns ``"name@vN"``.
+    The folder is verified (hashes, safetensors only) before anything is written; the pushed manifest and card
+    carry no local paths (:func:`strip_local_paths`). Returns ``"name@vN"``.
     """
-    name = validate_name(name)
+    name = validate_name(name) if name is not None else default_name(adapter_dir)
     tags, languages = _clean_tokens(tags, "tag"), _clean_tokens(languages, "language")
     backend = open_hub(hub_url, storage_options)
     with tempfile.TemporaryDirectory(prefix="skewtune-push-") as tmp:

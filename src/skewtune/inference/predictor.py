@@ -12,12 +12,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from skewtune.adapters import load_trained_adapter, merge_and_unload
-from skewtune.adapters.heads import load_head_file, select_task, set_head_params, task_names
-from skewtune.adapters.io import check_folder_safe, check_safetensors_header, read_manifest, verify_folder
+from skewtune.adapters.heads import load_head_file, set_head_params
+from skewtune.adapters.io import (
+    check_folder_safe,
+    check_safetensors_header,
+    read_manifest,
+    select_task,
+    task_names,
+    verify_folder,
+)
 from skewtune.adapters.pooling import install_pooling
 from skewtune.backbones import load_backbone, load_tokenizer, resolve_backbone
 from skewtune.data.batching import PaddingCollator, tokenize_split
-from skewtune.data.readers import read_table
+from skewtune.data.readers import read_rows, read_table
 from skewtune.errors import AdapterError, DataError
 from skewtune.imbalance.decision import apply_decision
 from skewtune.inference.logits import predict_logits
@@ -161,10 +168,52 @@ def _check_weights(folder: Path, manifest: dict[str, Any]) -> None:
             )
 
 
-def read_inputs(path: str | Path, text_column: str = "text", encoding: str = "utf-8") -> list[str]:
-    """Texts from .txt (one per line), .csv/.tsv/.jsonl/.json/.parquet (``text_column``)."""
-    texts, _ = read_table(path, text_column=text_column, label_column=None, encoding=encoding)
+@dataclass
+class PredictionInputs:
+    """The texts of an input file, the column they came from, and each row's other columns (kept in the output)."""
+
+    texts: list[str]
+    rows: list[dict[str, Any]]
+    text_column: str
+
+
+PREDICTION_KEYS = ("label", "probabilities")  # written by predict; input columns of these names get an input_ prefix
+
+
+def read_prediction_inputs(path: str | Path, text_column: str | None = None, encoding: str = "utf-8",
+                           trained_column: str | None = None) -> PredictionInputs:
+    """Texts and rows from .txt (one per line) or .csv/.tsv/.jsonl/.json/.parquet.
+
+    The text column is ``text_column``, else ``trained_column`` (the column the adapter was trained on) when the
+    file has it, else ``text``. Empty texts (blank lines included) are an error that counts them: predictions
+    are written one per input row, in order, so a skipped row would misalign a join by row position.
+    """
+    rows = read_rows(path, encoding=encoding, keep_blank=True)
+    if not rows:
+        raise DataError(f"{path} holds no rows", "add texts")
+    columns = list(rows[0].keys())
+    column = text_column or (trained_column if trained_column in columns else "text")
+    if column not in columns:
+        tried = ("" if text_column or not trained_column or trained_column == "text"
+                 else f" nor '{trained_column}' (the adapter's training column)")
+        raise DataError(f"text column '{column}'{tried} not found in {path} (columns: {', '.join(map(str, columns))})",
+                        "pass --text_column NAME")
+    texts, _ = read_table(path, text_column=column, label_column=None, encoding=encoding, rows=rows)
     empty = [i for i, t in enumerate(texts) if not t.strip()]
     if empty:
-        raise DataError(f"{len(empty)} empty text(s) in {path} (first at row {empty[0] + 1})", "remove empty rows")
-    return texts
+        where = ", ".join(str(i + 1) for i in empty[:5]) + (", …" if len(empty) > 5 else "")
+        raise DataError(f"{len(empty)} empty text(s) in {path} (row(s) {where})",
+                        "remove or fill them: predictions are written one per input row, in order")
+    return PredictionInputs(texts=texts, rows=[dict(r) for r in rows], text_column=column)
+
+
+def read_inputs(path: str | Path, text_column: str = "text", encoding: str = "utf-8") -> list[str]:
+    """Texts from .txt (one per line), .csv/.tsv/.jsonl/.json/.parquet (``text_column``); empty texts refused."""
+    return read_prediction_inputs(path, text_column, encoding).texts
+
+
+def prediction_record(row: dict[str, Any], text_column: str, text: str, prediction: dict[str, Any]) -> dict[str, Any]:
+    """One output line: the input row's columns (``label``/``probabilities`` renamed ``input_…``), then the prediction."""
+    out = {(f"input_{k}" if k in PREDICTION_KEYS else str(k)): v for k, v in row.items()} if row else {}
+    out[text_column if row else "text"] = text
+    return {**out, **prediction}

@@ -130,6 +130,10 @@ class ThreadChoice:
     threads: int
     reason: str
 
+    def log_line(self) -> str:
+        plural = "s" if self.threads != 1 else ""
+        return f"threads: {self.threads} torch thread{plural} per process ({self.reason}; set --num_threads to override)"
+
 
 def choose_threads(affinity: int, quota: float | None = None, busy: float = 0.0, processes: int = 1) -> ThreadChoice:
     """The thread count for one of ``processes`` local processes: the CPUs this process may use (``affinity``,
@@ -172,7 +176,7 @@ def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     return quota / period if quota > 0 and period > 0 else None
 
 
-def busy_cpus(cpus: set[int] | None = None, interval: float = 0.25) -> float:
+def busy_cpus(cpus: set[int] | None = None, interval: float = 0.1) -> float:
     """CPUs kept busy by other jobs: the non-idle share of ``cpus`` over ``interval`` seconds (``/proc/stat``,
     this process sleeping meanwhile); the 1-minute load average where ``/proc/stat`` cannot be read."""
     def sample() -> dict[str, tuple[int, int]]:
@@ -207,8 +211,9 @@ def _local_processes(accelerator: Accelerator) -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes if accelerator.num_processes > 1 else 1))
 
 
-def configure_threads(accelerator: Accelerator, num_threads: int | str | None = None) -> ThreadChoice | None:
-    """On CPU give each process its share of the CPUs that are free; logs the choice (main process).
+def configure_threads(accelerator: Accelerator, num_threads: int | str | None = None, *,
+                      log: bool = True) -> ThreadChoice | None:
+    """On CPU give each process its share of the CPUs that are free; logs the choice (main process, ``log``).
 
     Precedence: ``num_threads`` (``--num_threads N``) › ``SKEWTUNE_NUM_THREADS`` › a user's own
     ``OMP_NUM_THREADS`` (outside ``accelerate launch``, which exports 1 unless ``--num_cpu_threads_per_process``
@@ -232,9 +237,8 @@ def configure_threads(accelerator: Accelerator, num_threads: int | str | None = 
         busy = max(0.0, busy_cpus(affinity) - (local - 1))
         choice = choose_threads(len(affinity), cgroup_cpu_quota(), busy, local)
     torch.set_num_threads(choice.threads)
-    if accelerator.is_main_process:
-        logger.info("threads: %d torch thread%s per process (%s; set --num_threads to override)", choice.threads,
-                    "s" if choice.threads != 1 else "", choice.reason)
+    if log and accelerator.is_main_process:
+        logger.info("%s", choice.log_line())
     return choice
 
 
@@ -259,7 +263,8 @@ def build_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str
         mixed_precision=resolve_mixed_precision(mixed_precision),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
-    configure_threads(accelerator, num_threads)
+    # logged when training starts (pipeline.train), so that an error before it stays the run's only line
+    accelerator.thread_choice = configure_threads(accelerator, num_threads, log=False)
     return accelerator
 
 

@@ -25,7 +25,13 @@ from rich.table import Table
 from skewtune.adapters import AdapterSettings, build_adapter
 from skewtune.adapters.io import render_card, write_manifest
 from skewtune.adapters.layers import parse_layers
-from skewtune.backbones import base_fingerprint, load_backbone, load_tokenizer, resolve_backbone
+from skewtune.backbones import (
+    base_fingerprint,
+    count_parameters,
+    load_backbone,
+    load_tokenizer,
+    resolve_backbone,
+)
 from skewtune.backbones.modes import resolve_quantize_embeddings
 from skewtune.backbones.registry import head_module_names, set_backbone_dropout
 from skewtune.data import PaddingCollator
@@ -286,6 +292,9 @@ def train(run: Run) -> FitState:
     """Optimise the adapter through the engine: AdamW + warmup schedule, checkpoints, resume, validation per epoch."""
     cfg, accelerator = run.cfg, run.accelerator
     train_split = run.tokenized["train"]
+    threads = getattr(accelerator, "thread_choice", None)
+    if threads is not None and accelerator.is_main_process:
+        logger.info("%s", threads.log_line())
     loader = batch_loader(train_split, train_split.lengths, cfg.per_device_train_batch_size, run.collator,
                           seed=cfg.seed, max_tokens=cfg.max_tokens_per_batch, indices=resampled_indices(run, 0),
                           resample=(lambda epoch: resampled_indices(run, epoch)) if cfg.sampler else None)
@@ -295,6 +304,9 @@ def train(run: Run) -> FitState:
         lr, record = find_learning_rate(run.model, loader, run.loss_fn, accelerator, Optimization.from_config(cfg, 1.0),
                                         plot_path=run.output_dir / LR_PLOT_NAME)
         run.metrics.update(learning_rate_auto=lr, lr_finder=record)
+        if accelerator.is_main_process:
+            logger.info("learning rate: auto chose %.3g (learning-rate range test, plot %s)", lr,
+                        run.output_dir / LR_PLOT_NAME)
     run.metrics["learning_rate"] = lr
 
     def on_epoch_end(s: FitState) -> None:
@@ -339,7 +351,7 @@ def finish_metrics(run: Run) -> dict[str, Any]:
     test = evaluate_split(run, "test")
     model = run.accelerator.unwrap_model(run.model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    total = count_parameters(model)  # packed 4-bit weights count as the weights they hold
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     metrics = run.metrics
     metrics.update({
@@ -378,7 +390,60 @@ def finish_metrics(run: Run) -> dict[str, Any]:
         s = run.splits
         metrics["baseline_majority_macro_f1"] = majority_macro_f1(s.train_labels, s.test_labels)
         metrics["baseline_tfidf_macro_f1"] = tfidf_macro_f1(s.train_texts, s.train_labels, s.test_texts, s.test_labels, cfg.seed)
+        metrics["baseline_majority_accuracy"] = majority_accuracy(s.train_labels, s.test_labels)
+        for warning in below_baseline_warnings(metrics):
+            logger.warning("%s", warning)
+    if cfg.sampler and run.task.baselines:
+        metrics["sampler_rows"] = sampler_rows(run)
     return metrics
+
+
+def majority_accuracy(train_labels: list[str], test_labels: list[str]) -> float:
+    """Test accuracy of always answering the most frequent training label."""
+    if not train_labels or not test_labels:
+        return 0.0
+    majority = max(set(train_labels), key=train_labels.count)
+    return sum(label == majority for label in test_labels) / len(test_labels)
+
+
+def below_baseline_warnings(metrics: dict[str, Any]) -> list[str]:
+    """One line per baseline the trained model does not beat on the test split (macro-F1 vs TF-IDF + LR,
+    accuracy vs always answering the majority class)."""
+    out = []
+    tfidf, f1 = metrics.get("baseline_tfidf_macro_f1"), metrics.get("eval_macro_f1")
+    if tfidf is not None and f1 is not None and f1 < tfidf:
+        out.append(f"warning: test macro-F1 {f1:.4f} is below the TF-IDF + logistic regression baseline {tfidf:.4f} "
+                   "(train longer, or try another --learning_rate or --sampler)")
+    majority, accuracy = metrics.get("baseline_majority_accuracy"), metrics.get("eval_accuracy")
+    if majority is not None and accuracy is not None and accuracy < majority:
+        out.append(f"warning: test accuracy {accuracy:.4f} is below always answering the majority class "
+                   f"({majority:.4f}); with an imbalanced test split, --sampler none may score higher accuracy")
+    return out
+
+
+def sampler_rows(run: Run) -> dict[str, Any]:
+    """Training rows per class before and after ``--sampler`` (epoch 0's draw)."""
+    labels = run.splits.labels
+    before, after = run.splits.class_counts(), training_class_counts(run)
+    return {"sampler": run.cfg.sampler, "before": dict(zip(labels, before, strict=True)),
+            "after": dict(zip(labels, after, strict=True))}
+
+
+def sampler_sentences(run: Run) -> list[str]:
+    """What the sampler did (rows per class before → after) and, for the default oversampling, what
+    ``--sampler none`` would change."""
+    rows = run.metrics.get("sampler_rows")
+    if not rows:
+        return []
+    before, after = rows["before"], rows["after"]
+    change = ", ".join(f"{label} {before[label]:,} → {after[label]:,}" for label in before)
+    lines = [f"sampler {rows['sampler']}: training rows per class {change} "
+             f"({sum(before.values()):,} → {sum(after.values()):,} rows)."]
+    if rows["sampler"] == "random_over":
+        lines.append(f"--sampler none would train on the {sum(before.values()):,} rows as they are, in their natural "
+                     "class mix: fewer steps, usually higher accuracy on a test split with the same mix, lower "
+                     "recall on the minority classes.")
+    return lines
 
 
 def save_outputs(run: Run) -> Path:
@@ -439,6 +504,8 @@ def print_summary(run: Run) -> None:
     if "baseline_tfidf_macro_f1" in m:
         rows += [("baseline TF-IDF+LR macro-F1", f"{m['baseline_tfidf_macro_f1']:.4f}"),
                  ("baseline majority macro-F1", f"{m['baseline_majority_macro_f1']:.4f}")]
+    if "learning_rate_auto" in m:
+        rows.append(("learning rate (auto)", f"{m['learning_rate_auto']:.3g}"))
     rows += [
         ("train time (s)", f"{m['train_runtime_s']:.1f}"),
         ("train samples/s", f"{m['train_samples_per_second']:.1f}"),
@@ -449,7 +516,10 @@ def print_summary(run: Run) -> None:
     ]
     for name, value in rows:
         table.add_row(name, value)
-    Console(stderr=False).print(table)
+    console = Console(stderr=False)
+    console.print(table)
+    for line in sampler_sentences(run):
+        console.print(line, highlight=False)
 
 
 def run_training(cfg: TrainConfig, recipe: str = "train", task: Task | None = None) -> Run:

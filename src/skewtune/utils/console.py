@@ -6,8 +6,18 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import struct
 import sys
+import time
 import warnings
+from pathlib import Path
+
+try:  # POSIX only: the unread bytes of the stderr pipe (end_accelerate_launcher)
+    import fcntl
+    import termios
+except ImportError:  # pragma: no cover - Windows
+    fcntl = termios = None
 
 logger = logging.getLogger("skewtune")
 
@@ -39,9 +49,55 @@ def quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
     for name in ("bitsandbytes", "kernels", "accelerate", "peft"):  # kernels: bitsandbytes' CPU kernel lookup
         logging.getLogger(name).setLevel(logging.ERROR)
-    if not logger.handlers:
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    # the entry point owns its console: skewtune's own lines at INFO, whatever an earlier caller in this process set
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.disabled = False
+
+
+def launched_by_accelerate(pid: int | None = None) -> bool:
+    """Is ``pid`` (default: the parent process) ``accelerate launch``?"""
+    try:
+        argv = Path(f"/proc/{os.getppid() if pid is None else pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    names = [Path(a.decode(errors="replace")).name for a in argv if a]
+    return "launch" in names and any(n in ("accelerate", "accelerate.commands.launch") or n.startswith("accelerate")
+                                     for n in names)
+
+
+def end_accelerate_launcher(exit_code: int | None) -> bool:
+    """After a one-line error, end the ``accelerate launch`` parent without its ``CalledProcessError`` traceback.
+
+    accelerate's launcher re-raises any non-zero exit of the script as ``subprocess.CalledProcessError`` (about 20
+    lines ending the output) unless ``-q``; on SIGTERM it drains the script's stderr and exits 143 without one.
+    So, after the error line is written: SIGTERM to the launcher. ``accelerate launch`` then exits 143 (and
+    ``python recipes/…`` / ``skewtune`` keep exiting 2). Only for errors (not 0, not 130: accelerate already
+    ends an interrupt quietly) and only when the parent is ``accelerate launch``. Entry points only.
+    """
+    if exit_code in (0, None, 130) or not any(k.startswith("ACCELERATE_") for k in os.environ) or not launched_by_accelerate():
+        return False
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # the launcher copies our stderr pipe as it arrives: let it take the error line before the signal, which would
+    # otherwise drop a chunk read but not yet written
+    deadline = time.monotonic() + 3.0
+    while _unread_bytes(sys.stderr) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    os.kill(os.getppid(), signal.SIGTERM)
+    return True
+
+
+def _unread_bytes(stream) -> int:
+    """Bytes written to ``stream`` (a pipe) that its reader has not taken yet; 0 when it cannot tell."""
+    if fcntl is None:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(stream.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    except (OSError, ValueError, AttributeError):
+        return 0
