@@ -406,24 +406,16 @@ def _fit(*, model: Any, optimizer: Any, scheduler: Any, loader: Any, batch_sampl
                 with accelerator.accumulate(model):
                     loss = loss_fn(logits_of(model, batch), batch["labels"])
                     if not bool(torch.isfinite(loss.detach()).all()):
-                        if on_nan == "skip":
-                            _skip_batch(optimizer, state, f"loss became {loss.item()}")
-                            continue
-                        raise TrainingError(
-                            f"loss became {loss.item()} at step {state.global_step + 1} (epoch {epoch + 1})",
-                            "lower --learning_rate, check the data, or pass --on_nan skip; the last good checkpoint is kept",
-                        )
+                        _non_finite(f"loss became {loss.item()}", on_nan, optimizer, state, epoch,
+                                    "lower --learning_rate, check the data, or pass --on_nan skip")
+                        continue
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and max_grad_norm:
                         norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
                         if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
-                            if on_nan == "skip":
-                                _skip_batch(optimizer, state, f"gradient norm became {float(norm)}")
-                                continue
-                            raise TrainingError(
-                                f"gradient norm became {float(norm)} at step {state.global_step + 1} (epoch {epoch + 1})",
-                                "lower --learning_rate or pass --on_nan skip; the last good checkpoint is kept",
-                            )
+                            _non_finite(f"gradient norm became {float(norm)}", on_nan, optimizer, state, epoch,
+                                        "lower --learning_rate or pass --on_nan skip")
+                            continue
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -452,8 +444,12 @@ def _fit(*, model: Any, optimizer: Any, scheduler: Any, loader: Any, batch_sampl
     return state
 
 
-def _skip_batch(optimizer: Any, state: FitState, what: str) -> None:
-    """``on_nan="skip"``: drop this batch's gradients, count it, say so once per batch."""
+def _non_finite(what: str, on_nan: str, optimizer: Any, state: FitState, epoch: int, hint: str) -> None:
+    """A non-finite loss or gradient norm. ``on_nan="skip"``: drop this batch's gradients, count it, say so once
+    per batch (the caller moves on to the next batch); ``stop``: TrainingError naming the step."""
+    if on_nan != "skip":
+        raise TrainingError(f"{what} at step {state.global_step + 1} (epoch {epoch + 1})",
+                            f"{hint}; the last good checkpoint is kept")
     optimizer.zero_grad(set_to_none=True)
     state.skipped_batches += 1
     logger.warning("%s at step %d; batch skipped (--on_nan skip)", what, state.global_step + 1)
