@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import REPO
 
 grimp = pytest.importorskip("grimp")
-importlinter_cli = pytest.importorskip("importlinter.cli")
+pytest.importorskip("importlinter")
 
 
 def test_layers_contract_is_kept() -> None:

@@ -502,17 +502,8 @@ def _graceful_interrupt(accelerator: Accelerator, checkpoints: Checkpointing | N
             signal.signal(sig, old)
 
 
-class Timer:
-    def __enter__(self) -> Timer:
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self.start
-
-
 __all__ = [
-    "Checkpointing", "FitState", "Optimization", "StepPlan", "Timer", "TrainResult", "batch_loader",
+    "Checkpointing", "FitState", "Optimization", "StepPlan", "TrainResult", "batch_loader",
     "build_accelerator", "choose_threads", "configure_threads", "plan_steps", "resolve_mixed_precision", "train_module",
     "trainable_parameters",
 ]
