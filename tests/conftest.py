@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.hostile_support import World
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -96,3 +101,36 @@ def tiny_args(tiny_bert: Path, data: Path, out: Path, *extra: str) -> list[str]:
         "--num_train_epochs", "3", "--learning_rate", "1e-2", "--per_device_train_batch_size", "16",
         "--baselines", "false", "--report_plots", "false", *TINY_MODEL_SETTINGS, *extra,
     ]
+
+
+# the hostile-input tests' read-only world (tests/hostile_support.py), built once per module that asks for it
+@pytest.fixture(scope="module")
+def world(tiny_bert: Path, toy_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    import skewtune.hub as hub
+    from skewtune.adapters.io import read_manifest, write_manifest
+    from tests import hostile_support
+    from tests.test_hub_support import make_fake_adapter, real_adapter
+
+    root = tmp_path_factory.mktemp("hostile-world")
+    adapter_src, base_src = real_adapter()
+    base = shutil.copytree(base_src, root / "base")
+    adapter = shutil.copytree(adapter_src, root / "adapter")
+    manifest = read_manifest(adapter)
+    manifest["backbone"] = str(base)
+    write_manifest(adapter, manifest)
+    other = root / "other-base"
+    BertForSequenceClassification(BertConfig(vocab_size=64, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=32, num_labels=3)).save_pretrained(other)
+    twin = shutil.copytree(adapter, root / "twin")
+    twin_manifest = read_manifest(twin)
+    twin_manifest["name"] = "twin"
+    write_manifest(twin, twin_manifest)
+    alien = shutil.copytree(adapter, root / "alien")
+    alien_manifest = json.loads((alien / "skewtune.json").read_text())
+    alien_manifest["base_fingerprint"] = {"config_sha256": "0" * 64, "weights_sha256": "1" * 64}
+    (alien / "skewtune.json").write_text(json.dumps(alien_manifest))
+    fake = make_fake_adapter(root / "fake")
+    hub.push(fake, str(root / "hub"), "demo")
+    return hostile_support.World(root, tiny_bert, toy_csv, adapter, base, other, fake, root / "hub", twin, alien)

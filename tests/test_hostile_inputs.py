@@ -1,9 +1,11 @@
-"""Hostile input (issue 9): every bad input tried, each a test through the CLI; docs/bad_inputs.md is generated here.
+"""Hostile input (issues 9 and 23): every bad input tried, each a test through the CLI; docs/bad_inputs.md is
+generated here.
 
 Each case builds its inputs in a fresh folder, runs ``skewtune ...`` (in-process through
 ``skewtune.cli.main.main``, a few through a real ``python -m skewtune.cli.main`` subprocess) and checks the
 contract: exit status 2, exactly one stderr line starting ``error: `` with a ``(fix: …)`` hint, no traceback,
 nothing written or overwritten (the case folder and the shared fixtures are snapshotted before and after).
+The issue-9 cases are listed here; the red-team cases of issue 23 in ``tests/redteam_*.py`` (``CASES`` in each).
 
 Not errors, checked separately: duplicated rows are dropped and counted (metrics.json ``duplicates_removed``),
 over-long texts are truncated with a warning that counts them, empty texts are skipped only with
@@ -14,168 +16,45 @@ Regenerate the doc after changing a message: ``SKEWTUNE_WRITE_BAD_INPUTS_DOC=1 p
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
-import shutil
-import subprocess
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from skewtune.cli.main import main as cli_main
 from tests.conftest import REPO, make_texts, tiny_args, write_csv
+from tests.hostile_support import (  # noqa: F401  (isolated_cache: an autouse fixture)
+    Case,
+    World,
+    _bytes,
+    _foreign_checkpoint,
+    _hub_copy,
+    _manifest_edit,
+    _prefilled,
+    _raw,
+    _truncate,
+    _without_weights,
+    _wrong_shapes,
+    altered,
+    csv_file,
+    good_rows,
+    isolated_cache,
+    jsonl,
+    merge,
+    normalise,
+    predict,
+    run_cli,
+    snapshot,
+    train,
+)
 
 DOC = REPO / "docs" / "bad_inputs.md"
 RESULTS: dict[str, str] = {}  # case id -> the error line as users see it (paths normalised)
 NOT_ERRORS: dict[str, str] = {}
 
 
-# ------------------------------------------------------------------------------------------------ fixtures
-
-
-@dataclass
-class World:
-    """Shared, read-only inputs: tiny backbone, toy data, adapters, a hub; built once per module."""
-
-    root: Path
-    tiny_bert: Path
-    data: Path
-    adapter: Path  # real peft LoRA on a tiny 3-label BERT (base: adapter_base)
-    adapter_base: Path
-    other_base: Path  # hidden size 24: the adapter does not fit it
-    fake: Path  # structurally valid adapter, base fingerprint of nothing real
-    hub: Path  # local hub holding fake as demo@v1
-    twin: Path  # a second LoRA on adapter_base (for merges)
-    alien: Path  # the adapter with another base fingerprint (for merges)
-
-
-@pytest.fixture(scope="module")
-def world(tiny_bert: Path, toy_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
-    from transformers import BertConfig, BertForSequenceClassification
-
-    import skewtune.hub as hub
-    from skewtune.adapters.io import read_manifest, write_manifest
-    from tests.test_hub_support import make_fake_adapter, real_adapter
-
-    root = tmp_path_factory.mktemp("hostile-world")
-    adapter_src, base_src = real_adapter()
-    base = shutil.copytree(base_src, root / "base")
-    adapter = shutil.copytree(adapter_src, root / "adapter")
-    manifest = read_manifest(adapter)
-    manifest["backbone"] = str(base)
-    write_manifest(adapter, manifest)
-    other = root / "other-base"
-    BertForSequenceClassification(BertConfig(vocab_size=64, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
-                                             intermediate_size=32, num_labels=3)).save_pretrained(other)
-    twin = shutil.copytree(adapter, root / "twin")
-    twin_manifest = read_manifest(twin)
-    twin_manifest["name"] = "twin"
-    write_manifest(twin, twin_manifest)
-    alien = shutil.copytree(adapter, root / "alien")
-    alien_manifest = json.loads((alien / "skewtune.json").read_text())
-    alien_manifest["base_fingerprint"] = {"config_sha256": "0" * 64, "weights_sha256": "1" * 64}
-    (alien / "skewtune.json").write_text(json.dumps(alien_manifest))
-    fake = make_fake_adapter(root / "fake")
-    hub.push(fake, str(root / "hub"), "demo")
-    return World(root, tiny_bert, toy_csv, adapter, base, other, fake, root / "hub", twin, alien)
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SKEWTUNE_CACHE", str(tmp_path.parent / f"{tmp_path.name}-cache"))
-    monkeypatch.delenv("SKEWTUNE_HUB", raising=False)
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-def train(w: World, tmp: Path, data: Path | str, *extra: str) -> list[str]:
-    return ["train", *tiny_args(w.tiny_bert, Path(data), tmp / "out"), *extra]
-
-
-def csv_file(tmp: Path, text: str, name: str = "d.csv") -> Path:
-    path = tmp / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def good_rows(n: int = 60) -> str:
-    texts, labels = make_texts(n)
-    return "".join(f"{t},{lab}\n" for t, lab in zip(texts, labels))
-
-
-def jsonl(tmp: Path, lines: list[str], name: str = "d.jsonl") -> Path:
-    texts, labels = make_texts(60)
-    good = [json.dumps({"text": t, "label": lab}) for t, lab in zip(texts, labels)]
-    path = tmp / name
-    path.write_text("\n".join(good[:30] + lines + good[30:]) + "\n", encoding="utf-8")
-    return path
-
-
-def predict(adapter: Path, tmp: Path, text: str = "a fine day\nthe worst film\n") -> list[str]:
-    (tmp / "in.txt").write_text(text, encoding="utf-8")
-    return ["predict", "--adapter", str(adapter), "--input", str(tmp / "in.txt"), "--output", str(tmp / "preds.jsonl")]
-
-
-def altered(w: World, tmp: Path, change: Callable[[Path], None], rehash: bool = True) -> Path:
-    """A copy of the real adapter, changed; ``rehash`` recomputes the manifest hashes (a consistent but bad folder)."""
-    from skewtune.adapters.io import read_manifest, write_manifest
-
-    folder = shutil.copytree(w.adapter, tmp / "adapter")
-    change(folder)
-    if rehash and (folder / "skewtune.json").is_file():
-        write_manifest(folder, read_manifest(folder))
-    return folder
-
-
-def _wrong_shapes(folder: Path) -> None:
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    tensors = load_file(str(folder / "adapter_model.safetensors"))
-    key = next(k for k in tensors if "lora_A" in k)
-    tensors[key] = torch.zeros(5, 7)
-    save_file(tensors, str(folder / "adapter_model.safetensors"))
-
-
-def _truncate(folder: Path) -> None:
-    path = folder / "adapter_model.safetensors"
-    path.write_bytes(path.read_bytes()[:40])
-
-
-def _manifest_edit(**changes) -> Callable[[Path], None]:
-    def edit(folder: Path) -> None:
-        manifest = json.loads((folder / "skewtune.json").read_text())
-        manifest.update(changes)
-        (folder / "skewtune.json").write_text(json.dumps(manifest))
-    return edit
-
-
-def _hub_copy(w: World, tmp: Path, index_text: str | None = None) -> Path:
-    hub = shutil.copytree(w.hub, tmp / "hub")
-    if index_text is not None:
-        (hub / "index.json").write_text(index_text)
-    return hub
-
-
-def merge(*adapters: Path | str, tmp: Path, extra: tuple[str, ...] = ()) -> list[str]:
-    return ["merge", "--adapters", *map(str, adapters), "--method", "linear", "--output_dir", str(tmp / "merged"), *extra]
-
-
 # ------------------------------------------------------------------------------------------------ the cases
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    area: str
-    what: str
-    expect: str  # a substring of the error line
-    build: Callable[[World, Path], list[str]]
-    subprocess: bool = False
 
 
 CASES: list[Case] = [
@@ -421,72 +300,13 @@ CASES: list[Case] = [
 ]
 
 
-def _bytes(tmp: Path, text: str, encoding: str, name: str = "d.csv") -> Path:
-    path = tmp / name
-    path.write_bytes(text.encode(encoding))
-    return path
+# the red-team cases of issue 23, one module per class of fault (each holds CASES)
+REDTEAM_MODULES = sorted(path.stem for path in (REPO / "tests").glob("redteam_*.py"))
+ALL_CASES: list[Case] = CASES + [case for name in REDTEAM_MODULES
+                                 for case in importlib.import_module(f"tests.{name}").CASES]
 
 
-def _raw(tmp: Path, data: bytes, name: str = "d.csv") -> Path:
-    path = tmp / name
-    path.write_bytes(data)
-    return path
-
-
-def _prefilled(tmp: Path) -> bool:
-    (tmp / "out").mkdir()
-    (tmp / "out" / "keep.txt").write_text("precious")
-    return True
-
-
-def _foreign_checkpoint(tmp: Path) -> bool:
-    step = tmp / "out" / "checkpoints" / "step-3"
-    step.mkdir(parents=True)
-    (step / "skewtune_state.json").write_text(json.dumps({"config_fingerprint": "0" * 16, "global_step": 3}))
-    return True
-
-
-def _without_weights(w: World, tmp: Path) -> Path:
-    folder = shutil.copytree(w.fake, tmp / "no-weights")
-    (folder / "adapter_model.safetensors").unlink()
-    return folder
-
-
-def snapshot(*roots: Path) -> dict[str, tuple]:
-    """Every path with its size and mtime (folders: their entries; the output check's write probe, a hidden
-    file created and removed at once, touches a folder's mtime but leaves nothing)."""
-    state: dict[str, tuple] = {}
-    for root in roots:
-        for path in [root, *root.rglob("*")]:
-            st = path.lstat()
-            if path.is_dir() and not path.is_symlink():
-                state[str(path)] = ("dir", tuple(sorted(os.listdir(path))))
-            else:
-                state[str(path)] = ("file", st.st_size, st.st_mtime_ns)
-    return state
-
-
-def normalise(line: str, *pairs: tuple[Path, str]) -> str:
-    for path, name in sorted(pairs, key=lambda p: -len(str(p[0]))):
-        line = line.replace(str(path), name)
-    return line
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str], in_subprocess: bool) -> tuple[int, str]:
-    if in_subprocess:
-        env = dict(os.environ)
-        proc = subprocess.run([sys.executable, "-m", "skewtune.cli.main", *argv], capture_output=True, text=True,
-                              timeout=300, cwd=REPO, env=env)
-        return proc.returncode, proc.stderr
-    capsys.readouterr()
-    try:
-        code = cli_main(argv)
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", ALL_CASES, ids=[c.id for c in ALL_CASES])
 def test_bad_input(case: Case, world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = case.build(world, tmp_path)
     before = snapshot(tmp_path, world.root)
@@ -558,12 +378,12 @@ def render_doc() -> str:
         "This file is generated from the tests' actual output:",
         "`SKEWTUNE_WRITE_BAD_INPUTS_DOC=1 pytest tests/test_hostile_inputs.py`.",
         "",
-        f"{len(CASES)} cases.",
+        f"{len(ALL_CASES)} cases.",
         "",
         "| id | area | input | message |",
         "| --- | --- | --- | --- |",
     ]
-    for case in CASES:
+    for case in ALL_CASES:
         message = RESULTS.get(case.id, "(not run)").replace("|", "\\|")
         lines.append(f"| `{case.id}` | {case.area} | {case.what} | `{message}` |")
     lines += [
@@ -583,11 +403,11 @@ def render_doc() -> str:
 def test_doc_lists_every_case_with_its_message() -> None:
     """docs/bad_inputs.md holds every case with the message this run produced (regenerate it when they change)."""
     if os.environ.get("SKEWTUNE_WRITE_BAD_INPUTS_DOC") == "1":
-        assert len(RESULTS) == len(CASES) and NOT_ERRORS, "run the whole file to write the doc"
+        assert len(RESULTS) == len(ALL_CASES) and NOT_ERRORS, "run the whole file to write the doc"
         DOC.write_text(render_doc(), encoding="utf-8")
-    assert len(CASES) >= 25 and len({c.id for c in CASES}) == len(CASES)
+    assert len(CASES) >= 25 and len({c.id for c in ALL_CASES}) == len(ALL_CASES)
     doc = DOC.read_text(encoding="utf-8")
-    for case in CASES:
+    for case in ALL_CASES:
         assert f"| `{case.id}` |" in doc, f"{case.id} missing from {DOC}; regenerate it (see the module docstring)"
         if case.id in RESULTS:
             # the problem part must match exactly; hints may list registry names that grow (datasets, losses, …)
