@@ -39,15 +39,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # lazy: 'skewtune --help' must not import torch
+    # lazy: 'skewtune --help' must not import torch, and a bad adapter folder is reported before peft imports
     from skewtune.adapters.io import check_folder_safe, read_manifest, select_task
-    from skewtune.inference import load_adapter
-    from skewtune.inference.predictor import prediction_record, read_prediction_inputs
     from skewtune.utils.io import atomic_write_text, check_writable_dir
 
     check_folder_safe(args.adapter)
     manifest = read_manifest(args.adapter)
     select_task(manifest, args.task, args.adapter)  # a wrong --task fails before the input is read
+    from skewtune.inference.predictor import load_adapter, prediction_record, read_prediction_inputs
+
     trained_column = (manifest.get("training") or {}).get("text_column")
     inputs = read_prediction_inputs(args.input, args.text_column, args.encoding, trained_column=trained_column)
     check_writable_dir(Path(args.output).parent if str(Path(args.output).parent) else ".")

@@ -18,8 +18,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)  # bad flags and YAML fail here, before torch and the backbone load
-    from skewtune.training.pipeline import run_training  # lazy: keeps `skewtune --help` and flag errors fast
+    cfg = config_from_args(args)  # bad flags and YAML fail here, before torch loads
+    # lazy: keeps `skewtune --help` fast; the task reads the data before the training stack (peft, accelerate)
+    # imports, so a data error is reported without waiting for them
+    from skewtune.tasks import SequenceClassification
 
-    run_training(cfg, recipe="train")
+    task = SequenceClassification()
+    cfg.validate()
+    task.check_config(cfg)
+    splits = task.load_splits(cfg)
+    from skewtune.training.pipeline import run_training
+
+    run_training(cfg, recipe="train", task=task, splits=splits)
     return 0

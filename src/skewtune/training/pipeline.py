@@ -522,9 +522,10 @@ def print_summary(run: Run) -> None:
         console.print(line, highlight=False)
 
 
-def run_training(cfg: TrainConfig, recipe: str = "train", task: Task | None = None) -> Run:
-    """prepare → train → decision rule → test metrics → save → summary (``skewtune train`` / ``train-tokens``)."""
-    run = prepare(cfg, recipe=recipe, task=task)
+def run_training(cfg: TrainConfig, recipe: str = "train", task: Task | None = None, splits: Any = None) -> Run:
+    """prepare → train → decision rule → test metrics → save → summary (``skewtune train`` / ``train-tokens``);
+    ``splits``: already loaded splits of ``task`` (see :func:`prepare`)."""
+    run = prepare(cfg, recipe=recipe, task=task, splits=splits)
     train(run)
     fit_decision_rule(run)
     finish_metrics(run)
