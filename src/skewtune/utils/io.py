@@ -136,6 +136,24 @@ def check_writable_dir(path: str | os.PathLike[str]) -> None:
         raise _os_error(exc, Path(path)) from exc
 
 
+def check_no_overlap(output: str | os.PathLike[str], reads: dict[str, str | os.PathLike[str] | None], flag: str) -> None:
+    """Refuse an ``output`` path that is, contains or lies inside any path the command reads.
+
+    ``reads`` maps a description ("the input file", "the hub", "the adapter") to a path (``None``: skipped).
+    Paths are compared after resolving symlinks, so a link to an input counts as that input. Raises
+    :class:`OutputError` naming both paths; nothing is written.
+    """
+    out = Path(output).expanduser().resolve()
+    for what, path in reads.items():
+        if path is None or str(path) == "":
+            continue
+        src = Path(path).expanduser().resolve()
+        if out == src or src in out.parents or out in src.parents:
+            relation = "is" if out == src else ("lies inside" if src in out.parents else "contains")
+            raise OutputError(f"{flag} {output} {relation} {what} {path}, which this command reads",
+                              f"choose a {flag} outside it")
+
+
 def usual_permissions(folder: str | os.PathLike[str]) -> None:
     """mkdtemp/mkstemp make 0700/0600 entries; give a finished cache folder the usual 0755/0644."""
     folder = Path(folder)
