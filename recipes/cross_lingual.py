@@ -183,10 +183,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, command: str) -> int:
     from skewtune.backbones import resolve_backbone
-    from skewtune.crosslingual import LanguageAdapterSettings, train_language_adapters
-    from skewtune.training.pipeline import check_output_dir
+    from skewtune.training.pipeline import hold_output_dir
     from skewtune.utils.console import quiet_libraries
-    from skewtune.utils.io import atomic_write_text, check_writable_dir
+    from skewtune.utils.io import check_writable_dir
 
     started = time.perf_counter()
     quiet_libraries()
@@ -205,6 +204,17 @@ def run(args: argparse.Namespace, command: str) -> int:
     output_dir = cfg.resolved_output_dir("cross_lingual")
     results_file = results_path(cfg, output_dir)
     check_writable_dir(results_file.parent)
+    with hold_output_dir(output_dir, command):  # one writer per output folder, for the whole recipe
+        return run_locked(cfg, command, started, tasks, spec, data, output_dir, results_file)
+
+
+def run_locked(cfg: CrossLingualConfig, command: str, started: float, tasks: list[str], spec: Any,
+               data: dict[str, TaskData], output_dir: Path, results_file: Path) -> int:
+    """Steps 2 (the output folder) to 5 of :func:`run`, with the output folder locked."""
+    from skewtune.crosslingual import LanguageAdapterSettings, train_language_adapters
+    from skewtune.training.pipeline import check_output_dir
+    from skewtune.utils.io import atomic_write_text
+
     partial = load_partial(cfg, output_dir) if cfg.resume else None  # --resume: same settings, same folder
     if partial is None:
         check_output_dir(cfg, output_dir)
@@ -528,7 +538,8 @@ def run_task(cfg: CrossLingualConfig, task: str, data: TaskData, output_dir: Pat
 
 
 def release(run: Any) -> None:
-    """Free a run's model (the next task loads its own)."""
+    """Free a run's model (the next task loads its own) and its output folder's lock."""
+    run.close()
     run.model = None
     run.tokenized.clear()
     gc.collect()

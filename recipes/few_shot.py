@@ -24,6 +24,7 @@ from typing import Any
 from skewtune.cli.main import ArgumentParser, run_guarded
 from skewtune.fewshot import FewShotConfig, runner
 from skewtune.training import add_config_arguments, config_from_args
+from skewtune.training.pipeline import hold_output_dir
 
 # --quick: a smoke run (checks that the recipe runs end to end; its scores are not measurements), applied to the
 # settings the command line does not give. About a minute on 2 cores (README: measured figure).
@@ -60,13 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         # 1. settings: skewtune/configs/few_shot.yaml ← --config ← flags (shots, seeds, method, …)
         cfg = config_from_args(args, FewShotConfig)
-        # 2. validate the output folder, load + split the data, draw every seed's k-shot set (k too large for a
-        #    class, k < 2 for a contrastive method, zero seeds: one error line, nothing written), tokenizer
-        run = runner.prepare(cfg, recipe="few_shot")
-        # 3. per seed: backbone (8-bit) + adapter, the method's training, validation and test scores
-        runner.run_all(run)
-        # 4. the best seed's adapter/ (PEFT + card + skewtune.json), metrics.json (all seeds), config.json
-        runner.save(run)
+        cfg.output_dir = str(cfg.resolved_output_dir("few_shot"))  # fixed once: the lock and the run name one folder
+        # 2. lock the output folder (one writer at a time) and validate it, load + split the data, draw every seed's
+        #    k-shot set (k too large for a class, k < 2 for a contrastive method, zero seeds: one error line,
+        #    nothing written), tokenizer
+        with hold_output_dir(cfg.resolved_output_dir("few_shot")):
+            run = runner.prepare(cfg, recipe="few_shot")
+            # 3. per seed: backbone (8-bit) + adapter, the method's training, validation and test scores
+            runner.run_all(run)
+            # 4. the best seed's adapter/ (PEFT + card + skewtune.json), metrics.json (all seeds), config.json
+            runner.save(run)
         runner.print_summary(run)
         return 0
 

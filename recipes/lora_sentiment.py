@@ -46,18 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         # 1. settings: skewtune/configs/lora_sentiment.yaml ← --config ← flags
         cfg = config_from_args(args)
-        # 2. validate the output folder, load + deduplicate + split the data, load the 8-bit backbone,
-        #    wrap it with the adapter (nothing is written before this succeeds)
-        run = prepare(cfg, recipe="lora_sentiment")
-        # 3. the Accelerate loop: length-grouped dynamic-padding batches, warmup + schedule, clipping,
-        #    checkpoints every epoch, validation scores each epoch
-        train(run)
-        # 4. optional --post_hoc decision rule (logit adjustment / per-class bias) fitted on validation
-        fit_decision_rule(run)
-        # 5. test scores, baselines (majority, TF-IDF + LR), parameter counts, memory
-        finish_metrics(run)
-        # 6. adapter/ (PEFT folder + card + skewtune.json), metrics.json, confusion_matrix.png
-        save_outputs(run)
+        # 2. lock the output folder (one writer at a time) and validate it, load + deduplicate + split the data,
+        #    load the 8-bit backbone, wrap it with the adapter (nothing is written before this succeeds)
+        with prepare(cfg, recipe="lora_sentiment") as run:  # the lock is released at the end of the block
+            # 3. the Accelerate loop: length-grouped dynamic-padding batches, warmup + schedule, clipping,
+            #    checkpoints every epoch, validation scores each epoch
+            train(run)
+            # 4. optional --post_hoc decision rule (logit adjustment / per-class bias) fitted on validation
+            fit_decision_rule(run)
+            # 5. test scores, baselines (majority, TF-IDF + LR), parameter counts, memory
+            finish_metrics(run)
+            # 6. adapter/ (PEFT folder + card + skewtune.json), metrics.json, confusion_matrix.png
+            save_outputs(run)
         print_summary(run)
         return 0
 

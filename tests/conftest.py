@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
 import shutil
@@ -128,9 +127,9 @@ def world(tiny_bert: Path, toy_csv: Path, tmp_path_factory: pytest.TempPathFacto
     twin_manifest["name"] = "twin"
     write_manifest(twin, twin_manifest)
     alien = shutil.copytree(adapter, root / "alien")
-    alien_manifest = json.loads((alien / "skewtune.json").read_text())
+    alien_manifest = read_manifest(alien)
     alien_manifest["base_fingerprint"] = {"config_sha256": "0" * 64, "weights_sha256": "1" * 64}
-    (alien / "skewtune.json").write_text(json.dumps(alien_manifest))
+    write_manifest(alien, alien_manifest)  # a consistent manifest (its own hash updated)
     fake = make_fake_adapter(root / "fake")
     hub.push(fake, str(root / "hub"), "demo")
     return hostile_support.World(root, tiny_bert, toy_csv, adapter, base, other, fake, root / "hub", twin, alien)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from skewtune.backbones import load_backbone, load_backbone_with_head, resolve_backbone
+from skewtune.backbones.base import BackboneSpec
 from skewtune.errors import ConfigError
 
 
@@ -36,4 +37,5 @@ def test_classification_heads_and_bad_tasks(tiny_bert: Path, tmp_path: Path) -> 
     config = json.loads((tiny_bert / "config.json").read_text())
     (decoder / "config.json").write_text(json.dumps({**config, "model_type": "llama", "architectures": None}))
     with pytest.raises(ConfigError, match="BERT-style encoder"):
-        load_backbone(resolve_backbone(str(decoder)), task="mlm", quant="none")
+        # a config-only folder (resolve_backbone would refuse it for having no safetensors weights)
+        load_backbone(BackboneSpec(name=str(decoder), path=str(decoder), hf_id=str(decoder)), task="mlm", quant="none")

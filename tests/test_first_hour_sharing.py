@@ -97,7 +97,7 @@ def test_predict_cli_task_and_warning(mt: dict[str, Path], tmp_path: Path, capsy
     assert rc == 0 and "multi-task" not in err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["text"] for r in rows] == TEXTS and all(set(r["probabilities"]) == {"neg", "pos"} for r in rows)
-    rc, _, err = run_cli(capsys, "predict", "--adapter", str(mt["merged"]), "--input", str(inputs), "--output", str(out))
+    rc, _, err = run_cli(capsys, "predict", "--adapter", str(mt["merged"]), "--input", str(inputs), "--output", str(out), "--overwrite")
     warning = [line for line in err.splitlines() if "multi-task" in line]
     assert rc == 0 and len(warning) == 1 and "default task 'tweets'" in warning[0] and "--task" in warning[0]
     assert all(set(json.loads(line)["probabilities"]) == {"negative", "neutral", "positive"}
@@ -195,14 +195,14 @@ def test_predict_csv_uses_trained_column_and_keeps_columns(mt: dict[str, Path], 
     assert all(r["label"] in ("negative", "neutral", "positive") for r in rows)
     plain = tmp_path / "plain.csv"  # no 'tweet' column: falls back to 'text'
     plain.write_text("text,id\ngood movie,a\n")
-    rc, _, _ = run_cli(capsys, "predict", "--adapter", str(adapter), "--input", str(plain), "--output", str(out))
+    rc, _, _ = run_cli(capsys, "predict", "--adapter", str(adapter), "--input", str(plain), "--output", str(out), "--overwrite")
     assert rc == 0 and json.loads(out.read_text())["id"] == "a"
     other = tmp_path / "other.csv"
     other.write_text("body\ngood movie\n")
-    rc, _, err = run_cli(capsys, "predict", "--adapter", str(adapter), "--input", str(other), "--output", str(out))
+    rc, _, err = run_cli(capsys, "predict", "--adapter", str(adapter), "--input", str(other), "--output", str(out), "--overwrite")
     assert rc == 2 and "'text' nor 'tweet'" in err and "columns: body" in err and "--text_column" in err
     rc, _, _ = run_cli(capsys, "predict", "--adapter", str(adapter), "--input", str(other), "--output", str(out),
-                       "--text_column", "body")
+                       "--text_column", "body", "--overwrite")
     assert rc == 0 and json.loads(out.read_text())["body"] == "good movie"
 
 

@@ -393,9 +393,9 @@ def _other_base_adapter(world, tmp_path) -> Path:
 
     folder = tmp_path / "otherbase"
     shutil.copytree(world["a3"].path, folder)
-    manifest = json.loads((folder / "skewtune.json").read_text())
+    manifest = read_manifest(folder)
     manifest["base_fingerprint"] = {"config_sha256": "0" * 64, "weights_sha256": "1" * 64}
-    (folder / "skewtune.json").write_text(json.dumps(manifest))
+    write_manifest(folder, manifest)  # consistent (its own hash updated): only the base differs
     return folder
 
 

@@ -7,7 +7,10 @@ with status 2; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 EXIT_USER_ERROR = 2
+MESSAGE_CHARS = 2000  # one_line keeps at most this much of the problem, and of the hint (a backstop)
 
 
 class SkewtuneError(Exception):
@@ -21,10 +24,11 @@ class SkewtuneError(Exception):
         self.hint = hint
 
     def one_line(self) -> str:
-        text = f"error: {self.message}"
+        """``error: <problem> (fix: <hint>)`` on one line; a problem or hint over MESSAGE_CHARS is cut short."""
+        text = f"error: {_cut(' '.join(self.message.split()), MESSAGE_CHARS)}"
         if self.hint:
-            text += f" (fix: {self.hint})"
-        return " ".join(text.split())
+            text += f" (fix: {_cut(' '.join(self.hint.split()), MESSAGE_CHARS)})"
+        return text
 
 
 class ConfigError(SkewtuneError):
@@ -70,4 +74,20 @@ class TrainingInterrupted(SkewtuneError):
 
 def unknown_name(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> ConfigError:
     """Error for a name missing from a registry, listing the valid ones."""
-    return ConfigError(f"unknown {kind} '{name}'", f"use one of: {', '.join(sorted(valid))}")
+    return ConfigError(f"unknown {kind} '{name}'", f"use one of: {capped(sorted(valid), limit=40)}")
+
+
+LIST_LIMIT = 10  # items an error message lists before "… and N more"
+
+
+def capped(items: Iterable[object], limit: int = LIST_LIMIT, sep: str = ", ", item_chars: int = 80) -> str:
+    """``items`` joined for an error message: the first ``limit`` (each cut to ``item_chars``), then
+    ``… and N more``, so that a list of 100,000 classes stays a short line."""
+    items = list(items)
+    shown = [_cut(str(item), item_chars) for item in items[:limit]]
+    more = len(items) - len(shown)
+    return sep.join(shown) + (f"{sep}… and {more:,} more" if more > 0 else "")
+
+
+def _cut(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "…"

@@ -16,7 +16,8 @@ _LAZY = {
     "BACKBONES": "registry", "BackboneSpec": "base", "quiet_loading": "base", "base_fingerprint": "registry",
     "count_parameters": "quant",
     "head_module_names": "registry", "load_backbone": "registry", "load_backbone_with_head": "registry",
-    "load_tokenizer": "registry", "resolve_backbone": "registry",
+    "load_tokenizer": "registry", "resolve_backbone": "registry", "check_max_length": "registry",
+    "position_limit": "registry",
 }
 
 __all__ = sorted(_LAZY)

@@ -3,15 +3,12 @@ token classification or masked LM. Registers ``minilm`` and ``smollm2`` (``me5-s
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import (
     AutoConfig,
@@ -35,13 +32,14 @@ from skewtune.backbones.quant import (
     quantize_input_embeddings,
 )
 from skewtune.errors import BackboneError, ConfigError, OutputError
+from skewtune.utils.fingerprint import base_fingerprint as fingerprint_folder
 from skewtune.utils.io import atomic_dir, atomic_write_json, check_writable_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["BACKBONES", "HEAD_TASKS", "QUANT_MODES", "BackboneSpec", "base_fingerprint", "head_module_names",
-           "load_backbone", "load_backbone_with_head", "load_tokenizer", "quantization_config", "resolve_backbone",
+__all__ = ["ABSOLUTE_POSITIONS", "BACKBONES", "HEAD_TASKS", "QUANT_MODES", "BackboneSpec", "base_fingerprint",
+           "check_max_length", "check_safetensors_weights", "head_module_names", "load_backbone", "position_limit", "load_backbone_with_head", "load_tokenizer", "quantization_config", "resolve_backbone",
            "set_backbone_dropout"]
 
 
@@ -62,6 +60,7 @@ def resolve_backbone(name_or_path: str) -> BackboneSpec:
     if path.exists():
         if not (path / "config.json").is_file():
             raise BackboneError(f"backbone folder {path} has no config.json", "point --backbone at a transformers model folder")
+        check_safetensors_weights(path)
         return BackboneSpec(name=str(path), path=str(path.resolve()), hf_id=str(path.resolve()))
     looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
     if looks_like_hub_id and not _offline():
@@ -70,6 +69,28 @@ def resolve_backbone(name_or_path: str) -> BackboneSpec:
         f"backbone '{name_or_path}' is neither a known name nor an existing folder",
         f"use one of: {', '.join(BACKBONES.names())}, a local model folder, or a Hugging Face id when online",
     )
+
+
+PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def check_safetensors_weights(folder: Path) -> None:
+    """Refuse a local model folder whose weights are not safetensors (a pickled ``pytorch_model.bin`` is never
+    loaded: unpickling can run code), before anything is loaded."""
+    if not folder.is_dir():
+        raise BackboneError(f"backbone {folder} is not a folder", "point --backbone at a transformers model folder")
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    if any(name.endswith(".safetensors") for name in names):
+        return
+    pickled = [name for name in names if name.endswith(PICKLE_WEIGHT_SUFFIXES)]
+    if pickled:
+        raise BackboneError(
+            f"backbone folder {folder} holds pickle weights ({', '.join(pickled[:3])}) and no model.safetensors; "
+            "pickle files are not loaded",
+            "convert the weights to safetensors where you trust them (model.save_pretrained(folder, "
+            "safe_serialization=True)) or use another backbone")
+    raise BackboneError(f"backbone folder {folder} has no model.safetensors",
+                        "point --backbone at a transformers model folder saved with safetensors weights")
 
 
 def _offline() -> bool:
@@ -131,6 +152,31 @@ def load_tokenizer(spec: BackboneSpec) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
+
+
+# encoders with learned absolute positions: a longer input indexes past the position table (IndexError mid-run)
+ABSOLUTE_POSITIONS = {"bert": 0, "distilbert": 0, "electra": 0, "albert": 0, "roberta": 2, "xlm-roberta": 2,
+                      "camembert": 2, "mpnet": 2}
+
+
+def position_limit(config: Any) -> int | None:
+    """Tokens a model with learned absolute positions can take (None: no such limit known)."""
+    offset = ABSOLUTE_POSITIONS.get(getattr(config, "model_type", ""))
+    limit = getattr(config, "max_position_embeddings", None)
+    if offset is None or not isinstance(limit, int) or isinstance(limit, bool):
+        return None
+    return limit - offset
+
+
+def check_max_length(max_length: int, config: Any, backbone: str) -> None:
+    """ConfigError for a ``--max_length`` below 1 or beyond the learned positions of ``config``'s model."""
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+        raise ConfigError(f"--max_length must be a whole number ≥ 1, got {max_length!r}", "pass e.g. --max_length 128")
+    limit = position_limit(config)
+    if limit is None or max_length <= limit:
+        return
+    raise ConfigError(f"--max_length {max_length} exceeds the {limit} positions of backbone '{backbone}'",
+                      f"pass --max_length {limit} or less")
 
 
 def set_backbone_dropout(model: torch.nn.Module, p: float) -> int:
@@ -201,6 +247,9 @@ def load_backbone_with_head(
     if qconfig is not None:
         check_bitsandbytes(quant)
     kwargs: dict[str, Any] = {"dtype": torch.float32, **spec.load_kwargs}
+    if Path(spec.path).is_dir() and "gguf_file" not in kwargs:  # a local folder: safetensors only, never pickle
+        check_safetensors_weights(Path(spec.path))
+        kwargs["use_safetensors"] = True
     if task != "mlm":
         if num_labels is None and not id2label:
             raise TypeError(f"load_backbone(task='{task}') needs num_labels or id2label")
@@ -240,40 +289,12 @@ def load_backbone_with_head(
 
 
 def base_fingerprint(path: str) -> dict[str, str]:
-    """Fingerprint of a base model folder: sha256 of its config plus a cheap deterministic weight hash.
+    """Fingerprint of a base model folder: sha256 of its config plus a sampled weight hash.
 
-    The weight hash reads each tensor's name, dtype, shape and its first and last 4 KiB of raw bytes
-    (safetensors layout), so it is independent of file mtime and costs milliseconds.
+    See :mod:`skewtune.utils.fingerprint`: each tensor's name, dtype, shape and first and last 4 KiB of raw bytes,
+    read from the safetensors files without loading any tensor.
     """
-    folder = Path(path)
-    config_text = (folder / "config.json").read_bytes() if (folder / "config.json").is_file() else b""
-    config_sha = hashlib.sha256(_normalise_config(config_text)).hexdigest()
-    digest = hashlib.sha256()
-    for weights in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(weights), framework="pt") as handle:
-            for key in sorted(handle.keys()):
-                tensor_slice = handle.get_slice(key)
-                digest.update(key.encode())
-                digest.update(str(tensor_slice.get_dtype()).encode())
-                digest.update(str(tensor_slice.get_shape()).encode())
-                tensor = handle.get_tensor(key).contiguous().view(-1)
-                raw = tensor.view(dtype=torch.uint8).numpy().tobytes() if tensor.numel() else b""
-                digest.update(raw[:4096])
-                digest.update(raw[-4096:])
-    return {"config_sha256": config_sha, "weights_sha256": digest.hexdigest()}
-
-
-def _normalise_config(raw: bytes) -> bytes:
-    """Drop keys that vary with the saving library version, keep the architecture."""
-    if not raw:
-        return raw
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-    for key in ("transformers_version", "_name_or_path", "torch_dtype", "dtype"):
-        data.pop(key, None)
-    return json.dumps(data, sort_keys=True).encode()
+    return fingerprint_folder(path)
 
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -65,6 +65,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     verify = sub.add_parser("verify", parents=[common], help="check a local adapter folder or NAME[@vN] on the hub")
     verify.add_argument("target", help="adapter folder, or NAME[@vN] with --hub")
+    verify.add_argument("--base", default=None,
+                        help="backbone name or folder: also check the adapter's recorded base fingerprint against it")
+    verify.add_argument("--force_base", action="store_true", help="report a base-model mismatch instead of failing")
     verify.set_defaults(func=_run_verify)
 
 
@@ -198,8 +201,10 @@ def info_summary(data: dict[str, Any]) -> str:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from skewtune.hub import verify
+    from skewtune.adapters.io import verify_report
+    from skewtune.hub import check_base_compatible, verify
 
     manifest = verify(args.target, _hub(args, required=False))
-    print(f"ok: {args.target} ({len(manifest.get('files') or {})} files verified)")
+    matches = check_base_compatible(manifest, args.base, force=args.force_base) if args.base else None
+    print(f"ok: {args.target} ({verify_report(manifest, base=args.base, base_matches=matches)})")
     return 0

@@ -8,6 +8,7 @@ Each sub-command lives in a module exposing ``add_parser(subparsers)``; the pars
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -65,6 +66,17 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USER_ERROR)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number ≥ 1 (``0``, ``-5``, ``2.5`` and words are refused as one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got '{text}'")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="skewtune", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -75,21 +87,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BUG_HINT = "rerun with --debug for the traceback and report it as a bug"
+
+
+class _LineTracker:
+    """A stand-in for ``sys.stderr`` that remembers whether the last character written ended a line (a progress
+    bar leaves the cursor mid-line), so an error line can start on a fresh line; everything else is delegated."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        written = self._stream.write(text)
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return written
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _unexpected_line(exc: BaseException) -> str:
+    """One line for an exception that is no :class:`SkewtuneError`."""
+    if isinstance(exc, MemoryError):
+        return ("error: out of memory (MemoryError) (fix: use a smaller input, batch or model, or a machine with "
+                "more memory; rerun with --debug for the traceback)")
+    if isinstance(exc, RecursionError):
+        return ("error: an input is nested too deeply (RecursionError: maximum recursion depth exceeded) "
+                "(fix: flatten the input; rerun with --debug for the traceback)")
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")[:300]
+    text = f"error: unexpected {type(exc).__name__}" + (f": {first}" if first else "") + f" (fix: {BUG_HINT})"
+    return " ".join(text.split())
+
+
 def run_guarded(func, *args, debug: bool = False, **kwargs) -> int:
     """Run ``func`` with the libraries quieted (an entry point's choice, :func:`quiet_libraries`); turn a
-    SkewtuneError into one stderr line and its exit status (2; 130 for an interrupted training)."""
+    SkewtuneError into one stderr line and its exit status (2; 130 for an interrupted training), and any other
+    exception (MemoryError and RecursionError included) into one line ``error: unexpected <Type>: … (fix: …)``
+    with status 2; ``debug`` prints the traceback first. The line always starts on a fresh line of stderr."""
     quiet_libraries()
+    tracker = None if isinstance(sys.stderr, _LineTracker) else _LineTracker(sys.stderr)
+    if tracker is not None:
+        sys.stderr = tracker
     try:
         result = func(*args, **kwargs)
     except SkewtuneError as exc:
-        if debug:
-            traceback.print_exc()
-        sys.stderr.write(exc.one_line() + "\n")
+        _report(exc.one_line(), debug)
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
+        _report("error: interrupted", False)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away: main() stops quietly, as unix tools do
+        raise
+    except Exception as exc:  # noqa: BLE001 (the contract: success, or exit 2 with one line)
+        _report(_unexpected_line(exc), debug)
+        return EXIT_USER_ERROR
+    finally:
+        if tracker is not None and sys.stderr is tracker:
+            sys.stderr = tracker._stream
     return int(result or 0)
+
+
+def _report(line: str, debug: bool) -> None:
+    """Write ``line`` on a fresh line of stderr (after the traceback of the exception being handled if ``debug``)."""
+    if debug:
+        traceback.print_exc()
+    stream = sys.stderr
+    if isinstance(stream, _LineTracker) and not stream.at_line_start:
+        stream.write("\n")
+    stream.write(line + "\n")
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        stream.flush()
 
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `cat big | head` reports for cat

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
+
+from skewtune.cli.main import positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,14 +21,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="adapter folder saved by skewtune (skewtune.json + PEFT files), e.g. runs/x/adapter")
     parser.add_argument("--input", required=True,
                         help="texts: .txt (one per line), .csv, .tsv, .jsonl, .json or .parquet")
-    parser.add_argument("--output", required=True, help="predictions file (.jsonl), written atomically")
+    parser.add_argument("--output", required=True,
+                        help="predictions file (.jsonl), written atomically; an existing file is kept unless "
+                             "--overwrite; it may not be the input or lie inside the adapter or backbone folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     parser.add_argument("--text_column", default=None,
                         help="column of the texts in a table input (default: the column the adapter was trained on "
                              "when the file has it, else 'text')")
     parser.add_argument("--task", default=None,
                         help="task of a merged multi-task adapter ('skewtune hub info' / skewtune.json list them; "
                              "default: its default task, with a warning)")
-    parser.add_argument("--batch_size", type=int, default=128, help="texts per forward pass")
+    parser.add_argument("--batch_size", type=positive_int, default=128, help="texts per forward pass")
     parser.add_argument("--quant", choices=["8bit", "4bit", "none"], default=None,
                         help="backbone weights (choices: 8bit, 4bit, none; default: as trained)")
     parser.add_argument("--merge", action="store_true",
@@ -33,30 +39,72 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="compute precision; auto: fp32 unmerged, bf16 merged where the hardware has native "
                              "bf16 (CPUs with AMX-BF16 or AVX512-BF16, CUDA), else fp32")
-    parser.add_argument("--max_length", type=int, default=128, help="subword tokens per text; longer texts are truncated")
+    parser.add_argument("--max_length", type=positive_int, default=None,
+                        help="subword tokens per text; longer texts are truncated (default: as trained, at most the "
+                             "backbone's positions)")
     parser.add_argument("--encoding", default="utf-8", help="text encoding of the input file")
+    parser.add_argument("--force_base", action="store_true",
+                        help="load the adapter even when the backbone's fingerprint differs from the one it records")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     # lazy: 'skewtune --help' must not import torch, and a bad adapter folder is reported before peft imports
-    from skewtune.adapters.io import check_folder_safe, read_manifest, select_task
-    from skewtune.utils.io import atomic_write_text, check_writable_dir
+    from skewtune.adapters.io import check_folder_safe, read_manifest
 
+    check_output_place(args)
     check_folder_safe(args.adapter)
     manifest = read_manifest(args.adapter)
+    bases = [manifest.get(key) for key in ("backbone", "base_path")] if isinstance(manifest, dict) else []
+    args.backbone_folders = [b for b in bases if isinstance(b, str) and b and Path(b).is_dir()]  # read too
+    check_output_place(args)
+    from skewtune.utils.io import check_writable_dir
+    from skewtune.utils.locks import OutputLock
+
+    check_writable_dir(Path(args.output).parent if str(Path(args.output).parent) else ".")
+    with OutputLock(args.output, flag="--output", is_file=True):  # one predict per output file at a time
+        return _predict(args, manifest)
+
+
+def _predict(args: argparse.Namespace, manifest: dict) -> int:
+    from skewtune.adapters.io import select_task
+
     select_task(manifest, args.task, args.adapter)  # a wrong --task fails before the input is read
     from skewtune.inference.predictor import load_adapter, prediction_record, read_prediction_inputs
 
     trained_column = (manifest.get("training") or {}).get("text_column")
     inputs = read_prediction_inputs(args.input, args.text_column, args.encoding, trained_column=trained_column)
-    check_writable_dir(Path(args.output).parent if str(Path(args.output).parent) else ".")
     classifier = load_adapter(args.adapter, quant=args.quant, merge=args.merge, max_length=args.max_length,
-                              dtype=args.dtype, task=args.task)
+                              dtype=args.dtype, task=args.task, force_base=args.force_base)
     rows = classifier.predict(inputs.texts, batch_size=args.batch_size, progress=True)
     records = (prediction_record(row, inputs.text_column, text, pred)
                for row, text, pred in zip(inputs.rows, inputs.texts, rows))
     lines = [json.dumps(record, ensure_ascii=False, default=str) for record in records]
-    atomic_write_text(args.output, "\n".join(lines) + "\n")
+    write_predictions(args, "\n".join(lines) + "\n")
     print(f"wrote {len(rows)} predictions to {args.output}")
     return 0
+
+
+def check_output_place(args: argparse.Namespace) -> None:
+    """Refuse an ``--output`` that overlaps what the command reads (the input, the adapter folder, its backbone
+    folder), is a folder, or exists without ``--overwrite``: before any work, and again at the write."""
+    from skewtune.errors import OutputError
+    from skewtune.utils.io import check_no_overlap
+
+    check_no_overlap(args.output, {"the --input file": args.input, "the --adapter folder": args.adapter}, "--output")
+    for folder in getattr(args, "backbone_folders", []):
+        check_no_overlap(args.output, {"the adapter's backbone folder": folder}, "--output")
+    out = Path(args.output)
+    if out.is_dir():
+        raise OutputError(f"--output {out} is a folder", "name a predictions file, e.g. preds.jsonl")
+    if os.path.lexists(out) and not args.overwrite:
+        raise OutputError(f"--output {out} already exists", "pass --overwrite to replace it, or choose another --output")
+
+
+def write_predictions(args: argparse.Namespace, text: str) -> None:
+    """Write ``--output`` atomically (the caller holds its writer lock); the checks of :func:`check_output_place`
+    are repeated first, so a file that appeared meanwhile is kept."""
+    from skewtune.utils.io import atomic_write_text
+
+    check_output_place(args)
+    atomic_write_text(args.output, text)

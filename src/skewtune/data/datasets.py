@@ -13,8 +13,16 @@ from pathlib import Path
 from sklearn.model_selection import train_test_split
 
 from skewtune.data import pattern3
-from skewtune.data.readers import check_path, read_rows, read_table
-from skewtune.errors import DataError
+from skewtune.data.readers import (
+    _is_missing,
+    _non_scalar,
+    check_boolean_spellings,
+    check_path,
+    normalise_label,
+    read_rows,
+    read_table,
+)
+from skewtune.errors import DataError, capped
 from skewtune.utils.registry import Registry
 
 
@@ -123,7 +131,7 @@ def stratified_split(
     counts = Counter(labels)
     rare = {label: n for label, n in counts.items() if n < 3}
     if rare:
-        listing = ", ".join(f"'{k}' ({v})" for k, v in sorted(rare.items()))
+        listing = capped(f"'{k}' ({v})" for k, v in sorted(rare.items()))
         raise DataError(
             f"classes with fewer than 3 examples cannot be split into train/validation/test: {listing}",
             "add examples, drop those classes, or give --validation_file/--test_file",
@@ -243,7 +251,7 @@ def load_dataset_splits(
     unseen = sorted((set(va_y) | set(te_y)) - set(label_order))
     if unseen:
         raise DataError(
-            f"label(s) {', '.join(map(repr, unseen))} appear in validation/test but never in training",
+            f"label(s) {capped(map(repr, unseen))} appear in validation/test but never in training",
             "add training examples of those labels or drop them from the evaluation files",
         )
     return Splits(tr_x, tr_y, va_x, va_y, te_x, te_y, label_order, name=name, language=language,
@@ -294,8 +302,19 @@ def _read_saved_datasets(path: Path, text_column: str, label_column: str) -> tup
                                 "pass --text_column / --label_column")
         feature = part.features[label_column]
         names = getattr(feature, "names", None)
-        texts += [str(t) for t in part[text_column]]
-        labels += [names[v] if names else str(v) for v in part[label_column]]
+        for number, (text, label) in enumerate(zip(part[text_column], part[label_column]), start=1):
+            kind = _non_scalar(text)  # the same rules as a data file's: no bytes, lists, arrays
+            if kind:
+                raise DataError(f"dataset {path} row {number}: text is {kind}, not a string",
+                                f"store plain text in the '{text_column}' column")
+            if _is_missing(label):
+                raise DataError(f"dataset {path} row {number} has an empty or NaN label", "fill or drop rows without a label")
+            try:
+                labels.append(names[label] if names else normalise_label(label))
+            except DataError as exc:
+                raise DataError(f"dataset {path} row {number}: {exc.message}", exc.hint) from None
+            texts.append("" if _is_missing(text) else str(text))
+    check_boolean_spellings(labels, f"dataset {path}")
     return texts, labels
 
 

@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from skewtune.errors import DataError
+from skewtune.errors import DataError, capped
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
 
@@ -115,7 +115,7 @@ def read_rows(path: str | Path, encoding: str = "utf-8", keep_blank: bool = Fals
     header = [h.strip().lstrip("\ufeff") for h in header]
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
-        raise DataError(f"{path} has repeated column name(s): {', '.join(map(repr, repeated))}",
+        raise DataError(f"{path} has repeated column name(s): {capped(map(repr, repeated))}",
                         "give every column of the header a distinct name")
     rows = []
     try:
@@ -156,20 +156,21 @@ def read_table(
     columns = list(rows[0].keys())
     if text_column not in columns:
         raise DataError(
-            f"text column '{text_column}' not found in {path} (columns: {', '.join(map(str, columns))})",
+            f"text column '{text_column}' not found in {path} (columns: {capped(map(str, columns))})",
             "pass --text_column NAME",
         )
     if label_column is not None and label_column not in columns:
         raise DataError(
-            f"label column '{label_column}' not found in {path} (columns: {', '.join(map(str, columns))})",
+            f"label column '{label_column}' not found in {path} (columns: {capped(map(str, columns))})",
             "pass --label_column NAME",
         )
     texts: list[str] = []
     labels: list[str] | None = [] if label_column is not None else None
     for number, row in enumerate(rows, start=1):
         text = row.get(text_column)
-        if isinstance(text, dict | list):
-            raise DataError(f"{path} row {number}: text is a JSON {type(text).__name__}, not a string",
+        kind = _non_scalar(text)
+        if kind:
+            raise DataError(f"{path} row {number}: text is {kind}, not a string",
                             f"store plain text in the '{text_column}' column")
         texts.append("" if _is_missing(text) else str(text))
         if labels is not None:
@@ -180,15 +181,54 @@ def read_table(
                 labels.append(normalise_label(label))
             except DataError as exc:
                 raise DataError(f"{path} row {number}: {exc.message}", exc.hint) from None
+    if labels is not None:
+        check_boolean_spellings(labels, str(path))
     return texts, labels
+
+
+# spellings of one truth value: a label column holding two of them (``true`` and ``True``, ``1`` and ``yes``)
+# would train them as separate classes
+_BOOLEAN_SPELLINGS = {
+    "true": frozenset({"true", "t", "yes", "y", "on", "1"}),
+    "false": frozenset({"false", "f", "no", "n", "off", "0"}),
+}
+
+
+def check_boolean_spellings(labels: list[str], where: str) -> None:
+    """DataError when a label column spells one boolean value in several ways (``true``, ``True``, ``1``, ``yes``):
+    they are refused rather than trained as separate classes or merged by guesswork. One spelling per value
+    (``yes``/``no``, ``0``/``1``, ``true``/``false``) is kept as written."""
+    distinct = set(labels)
+    for value, spellings in _BOOLEAN_SPELLINGS.items():
+        found = sorted(label for label in distinct if label.strip().lower() in spellings)
+        if len(found) > 1:
+            shown = ", ".join(repr(label) for label in found[:6])
+            raise DataError(
+                f"{where}: the labels {shown} all mean {value}; they would become {len(found)} separate classes",
+                "write each class one way in the label column (e.g. only true/false, or only 1/0)")
+
+
+def _non_scalar(value: object) -> str:
+    """What a cell is when it is no text or number: ``a JSON list``, ``bytes``, ``an array``, …; '' otherwise."""
+    if isinstance(value, dict | list):
+        return f"a JSON {type(value).__name__}"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "bytes (a binary column)"
+    if isinstance(value, tuple | set | frozenset):
+        return f"a {type(value).__name__}"
+    if getattr(value, "ndim", 0):  # numpy arrays: Parquet list columns
+        return "an array (a list column)"
+    return ""
 
 
 def normalise_label(label: object) -> str:
     """Labels are class names; integral floats (``1.0``) become ``1`` so CSV and JSON agree."""
     if isinstance(label, bool):
         return str(label).lower()
-    if isinstance(label, dict | list | tuple):
-        raise DataError(f"label {label!r} is a {type(label).__name__}; labels must be class names or integers",
+    if isinstance(label, dict | list | tuple) or _non_scalar(label):
+        kind = _non_scalar(label) or f"a {type(label).__name__}"
+        shown = repr(label.tolist() if hasattr(label, "tolist") else label)[:60]
+        raise DataError(f"label {shown} is {kind}; labels must be class names or integers",
                         "store one class name per row")
     if isinstance(label, float):
         if math.isnan(label):

@@ -27,7 +27,7 @@ import torch
 from skewtune.data import pattern3
 from skewtune.data.batching import TokenizedSplit
 from skewtune.data.upos import TAGSETS, sentences_to_universal
-from skewtune.errors import BackboneError, ConfigError, DataError, unknown_name
+from skewtune.errors import BackboneError, ConfigError, DataError, capped, unknown_name
 from skewtune.utils.registry import Registry
 
 logger = logging.getLogger("skewtune")
@@ -283,7 +283,7 @@ def make_token_splits(train: list[Sentence], validation: list[Sentence], test: l
     if not allow_unseen:
         unseen = sorted({t for split in (validation, test) for _, tags in split for t in tags} - set(order))
         if unseen:
-            raise DataError(f"tag(s) {', '.join(map(repr, unseen))} appear in validation/test but never in training",
+            raise DataError(f"tag(s) {capped(map(repr, unseen))} appear in validation/test but never in training",
                             "add training sentences with those tags or drop them from the evaluation files")
     return TokenSplits(train, validation, test, order, name=name, language=language, info=dict(info or {}))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from skewtune.errors import DataError, unknown_name
+from skewtune.errors import DataError, capped, unknown_name
 
 UNIVERSAL_TAGS: tuple[str, ...] = ("ADJ", "ADP", "ADV", "CONJ", "DET", "NOUN", "NUM", "PRON", "PRT", "VERB", ".", "X")
 
@@ -115,7 +115,7 @@ def universal_tag(tag: str, tagset: str) -> str | None:
 
 
 def _unmapped_error(missing: Counter[str], tagset: str) -> DataError:
-    listed = ", ".join(f"'{tag}' ({count}x)" for tag, count in sorted(missing.items()))
+    listed = capped(f"'{tag}' ({count}x)" for tag, count in sorted(missing.items()))
     return DataError(
         f"{len(missing)} tag(s) of tagset {tagset} have no universal mapping: {listed}",
         f"add them to skewtune.data.upos.TAGSETS['{tagset}'] or fix the tags in the data",

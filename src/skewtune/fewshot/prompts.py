@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from skewtune.errors import ConfigError
+from skewtune.errors import ConfigError, capped
 
 DEFAULT_TEMPLATES = ("{}", "this is {}", "it is {}", "it was {}", "this text is {}", "a {} text", "the answer is {}")
 
@@ -25,7 +25,7 @@ def parse_label_words(spec: str | None, labels: Sequence[str]) -> dict[str, list
             label, sep, rest = item.partition("=")
             label = label.strip()
             if not sep or label not in words:
-                raise ConfigError(f"--label_words: '{item.strip()}' does not name a label ({', '.join(labels)})",
+                raise ConfigError(f"--label_words: '{item.strip()}' does not name a label ({capped(labels)})",
                                   "pass label=word|word;label2=word")
             listed = [w.strip() for w in rest.split("|") if w.strip()]
             if not listed:
@@ -33,7 +33,7 @@ def parse_label_words(spec: str | None, labels: Sequence[str]) -> dict[str, list
             words[label] = listed
     bare = [label for label, ws in words.items() if all(not any(ch.isalpha() for ch in w) for w in ws)]
     if bare:
-        raise ConfigError(f"label(s) {', '.join(map(repr, bare))} are not words, so label prompts cannot describe them",
+        raise ConfigError(f"label(s) {capped(map(repr, bare))} are not words, so label prompts cannot describe them",
                           "pass --label_words label=word|word;… or --label_prompts false")
     return words
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from skewtune.errors import ConfigError, DataError
+from skewtune.errors import ConfigError, DataError, capped
 from skewtune.utils.stats import mean_std  # noqa: F401  (re-exported: runner, benchmarks)
 
 DISTRIBUTIONS = ("per_class", "natural")
@@ -123,10 +123,10 @@ def sample_k_shot(
         wanted = natural_allocation(sizes, shots * len(order))
     short = [(c, n, w) for c, n, w in zip(order, sizes, wanted) if n < w]
     if short:
-        listing = ", ".join(f"'{c}' has {n}" for c, n, _ in short)
+        listing = capped(f"'{c}' has {n}" for c, n, _ in short)
         most = min(sizes) if distribution == "per_class" else None
         hint = (f"use --shots {most} or less" if most else "use a smaller --shots") + \
-            f" (training examples per class: {', '.join(f'{c}={n}' for c, n in zip(order, sizes))})"
+            f" (training examples per class: {capped(f'{c}={n}' for c, n in zip(order, sizes))})"
         what = f"{short[0][2]} per class" if distribution == "per_class" else "its natural share"
         raise DataError(f"--shots {shots} asks for {what} but the training split is too small: {listing}", hint)
     picked: list[int] = []

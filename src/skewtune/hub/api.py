@@ -14,16 +14,19 @@ import re
 import shutil
 import tempfile
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from skewtune.adapters.io import (
+    MANIFEST_HASH_KEY,
     MANIFEST_NAME,
     REQUIRED_FILES,
+    check_base_fingerprint,
+    check_manifest_hash,
     check_safetensors_header,
+    parse_manifest,
     read_manifest,
     render_card,
     verify_folder,
@@ -33,7 +36,7 @@ from skewtune.errors import AdapterError, HubError
 from skewtune.hub import index as ix
 from skewtune.hub.backends import Backend, open_hub
 from skewtune.hub.names import format_ref, parse_ref, validate_name, validate_relpath
-from skewtune.utils.io import atomic_dir, check_writable_dir, sha256_file
+from skewtune.utils.io import atomic_dir, check_no_overlap, check_writable_dir, sha256_file
 
 CARD_NAME = "README.md"
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$")
@@ -153,7 +156,7 @@ def stage_adapter(src: Path, dst: Path, *, tags: list[str], languages: list[str]
     clean, replaced = strip_local_paths(manifest)
     if isinstance(manifest.get("base_path"), str) and clean.get("base_model"):
         replaced[manifest["base_path"]] = str(clean["base_model"])  # the card's peft snippet: the Hub id
-    if tags or languages or not card.is_file() or clean != manifest:
+    if tags or languages or not card.is_file() or clean != manifest or MANIFEST_HASH_KEY not in manifest:
         manifest = dict(clean)
         if tags:
             manifest["tags"] = sorted({*(manifest.get("tags") or []), *tags})
@@ -221,16 +224,17 @@ def cache_dir(hub_url: str, name: str, version: int) -> Path:
 
 
 def _check_manifest_bytes(raw: bytes, entry: dict[str, Any], label: str) -> dict[str, Any]:
+    """Parse a hub copy's manifest: its bytes against the index's ``manifest_sha256``, its schema, its own hash."""
     expected = entry.get("manifest_sha256")
     if expected and hashlib.sha256(raw).hexdigest() != expected:
         raise HubError(f"sha256 mismatch for {label}/{MANIFEST_NAME} (the hub index recorded another manifest)",
                        "the hub copy was altered; ask its owner to re-push")
     try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HubError(f"{label}/{MANIFEST_NAME} is not valid JSON", "ask the hub owner to re-push") from exc
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or not files or "id2label" not in manifest:
+        manifest = parse_manifest(raw, f"{label}/{MANIFEST_NAME}")
+    except AdapterError as exc:
+        raise HubError(exc.message, "the hub copy is damaged or was altered; ask its owner to re-push") from exc
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
         raise HubError(f"{label}/{MANIFEST_NAME} lacks file hashes or labels", "ask the hub owner to re-push")
     for rel in files:
         validate_relpath(rel)
@@ -238,6 +242,10 @@ def _check_manifest_bytes(raw: bytes, entry: dict[str, Any], label: str) -> dict
     if missing:
         raise HubError(f"{label} lacks {', '.join(missing)} (only safetensors PEFT adapters are shared)",
                        "ask the hub owner to re-push a safetensors adapter")
+    try:
+        check_manifest_hash(manifest, label)
+    except AdapterError as exc:
+        raise HubError(exc.message, "the hub copy was altered; ask its owner to re-push") from exc
     return manifest
 
 
@@ -272,14 +280,18 @@ def pull(ref: str, hub_url: str, dest: str | Path | None = None, *, force: bool 
          storage_options: dict[str, Any] | None = None) -> Path:
     """Download ``name`` (latest) or ``name@vN`` into ``dest`` (default: the user cache) and verify it.
 
-    Every file's sha256 is checked in a temporary folder, which is renamed into place only when all
-    checks pass. An existing verified copy is reused unless ``force``; an explicit ``dest`` holding
-    something else is refused unless ``force``.
+    The manifest is checked against the index (``manifest_sha256`` of its bytes) and its own hash, every file's
+    sha256 against the manifest, in a temporary folder renamed into place only when all checks pass; a hub entry
+    that is not a regular file (symbolic link, fifo, device) is refused before anything is copied. An existing
+    verified copy is reused unless ``force``; an explicit ``dest`` holding something else is refused unless
+    ``force``, and a ``dest`` overlapping the hub or the hub cache is always refused.
     """
     backend, name, entry = _resolve(ref, hub_url, storage_options)
     number = int(entry["version"])
     label = f"{format_ref(name, number)} on {hub_url}"
     target = Path(dest).expanduser() if dest is not None else cache_dir(backend.cache_key, name, number)
+    if dest is not None:  # --force replaces --dest: it must not be (inside) the hub or the cache, nor contain them
+        check_no_overlap(target, {"the hub": backend.local_root, "the hub cache": cache_root()}, "--dest")
     if target.exists() and not force:
         if target.is_dir() and _same_verified(target, entry):
             return target
@@ -378,27 +390,8 @@ def check_base_compatible(manifest: dict[str, Any] | str | Path, base_path: str 
     """Compare the adapter's recorded base fingerprint with the base at ``base_path`` (folder or backbone name).
 
     True when they match. On a mismatch (or no recorded fingerprint) raise :class:`AdapterError` naming
-    both bases, or with ``force`` warn and return False.
+    both bases, or with ``force`` warn and return False (:func:`skewtune.adapters.io.check_base_fingerprint`).
     """
-    from skewtune.backbones import base_fingerprint  # lazy: torch + transformers, as in _base_folder
-
     if not isinstance(manifest, dict):
         manifest = read_manifest(manifest)
-    recorded = manifest.get("base_fingerprint")
-    trained_on = manifest.get("base_model") or manifest.get("backbone") or "unknown"
-    if not isinstance(recorded, dict) or not recorded.get("config_sha256") or not recorded.get("weights_sha256"):
-        message = f"the adapter records no base-model fingerprint (trained on '{trained_on}'), so base '{base_path}' cannot be checked"
-        if force:
-            warnings.warn(message, stacklevel=2)
-            return False
-        raise AdapterError(message, "re-save the adapter with skewtune, or force loading (force=True / --force_base)")
-    actual = base_fingerprint(str(_base_folder(base_path)))
-    if actual["config_sha256"] == recorded["config_sha256"] and actual["weights_sha256"] == recorded["weights_sha256"]:
-        return True
-    message = (f"base-model mismatch: the adapter was trained on '{trained_on}' (config {recorded['config_sha256'][:12]}, "
-               f"weights {recorded['weights_sha256'][:12]}) but base '{base_path}' has config "
-               f"{actual['config_sha256'][:12]}, weights {actual['weights_sha256'][:12]}")
-    if force:
-        warnings.warn(message, stacklevel=2)
-        return False
-    raise AdapterError(message, f"load it onto '{trained_on}', or force it (force=True / --force_base) at your own risk")
+    return check_base_fingerprint(manifest, _base_folder(base_path), force=force, base_label=str(base_path))

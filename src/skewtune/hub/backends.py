@@ -27,6 +27,12 @@ How an index update stays atomic and safe under concurrent pushers:
   card renders); each push is one commit tagged ``v<N>`` (``revision="v2"`` pulls a given version).
 
 Every update is idempotent (keyed by a push id), so a retry never applies a change twice.
+
+Reading a version refuses anything that is not a regular file, on every backend: on a local folder every entry
+of ``<name>/v<N>`` (and those two folders) is ``lstat``-ed and must be a plain folder or a regular file (no
+symbolic link, fifo, socket or device), and files are opened with ``O_NOFOLLOW``; fsspec listings must report
+``type == "file"``; a Hugging Face download must produce regular files. A hub can never make a pull copy or
+print a file of the puller's machine.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import posixpath
 import random
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -132,6 +139,11 @@ class Backend(ABC):
         """A canonical form of the hub URL, used to name the local cache folder."""
         return self.url
 
+    @property
+    def local_root(self) -> Path | None:
+        """The hub's folder on this machine (None for remote hubs): outputs must not overlap it."""
+        return None
+
     def require_index(self) -> dict[str, Any]:
         index = self.read_index()
         if index is None:
@@ -149,6 +161,10 @@ class FsspecBackend(Backend):
     @property
     def cache_key(self) -> str:
         return f"file://{self.root}" if self.local else self.url
+
+    @property
+    def local_root(self) -> Path | None:
+        return Path(self.root) if self.local else None
 
     def _p(self, *parts: str) -> str:
         return "/".join([self.root, *parts]) if self.root else "/" + "/".join(parts)
@@ -286,38 +302,128 @@ class FsspecBackend(Backend):
                 self.fs.put_file(str(path), self._p(name, f"v{version}", path.relative_to(folder).as_posix()))
 
     def list_version(self, name: str, version: int) -> list[str]:
-        base = self.fs._strip_protocol(self._vdir(name, version)).rstrip("/")
-        with guard(self.url, f"list {name}@v{version}"):
-            self.fs.invalidate_cache()
-            try:
-                found = self.fs.find(base)
-            except FileNotFoundError:
-                found = []
-        rels = []
-        for item in found:
-            item = str(item)
-            if not item.startswith(base + "/"):
-                raise HubError(f"hub {self.url} listed {item} outside {name}@v{version}", "check the hub")
-            rels.append(item[len(base) + 1:])
+        if self.local:
+            with guard(self.url, f"list {name}@v{version}"):
+                rels = self._list_local(name, version)
+        else:
+            rels = self._list_remote(name, version)
         if not rels:
             raise HubError(f"the files of {name}@v{version} are missing on hub {self.url}",
                            "the hub is damaged; ask its owner to re-push the adapter")
         return sorted(rels)
+
+    def _list_remote(self, name: str, version: int) -> list[str]:
+        base = self.fs._strip_protocol(self._vdir(name, version)).rstrip("/")
+        with guard(self.url, f"list {name}@v{version}"):
+            self.fs.invalidate_cache()
+            try:
+                found = self.fs.find(base, detail=True)
+            except FileNotFoundError:
+                found = {}
+        rels = []
+        for item, info in sorted(found.items()):
+            item = str(item)
+            if not item.startswith(base + "/"):
+                raise HubError(f"hub {self.url} listed {item} outside {name}@v{version}", "check the hub")
+            rel = item[len(base) + 1:]
+            info = info if isinstance(info, dict) else {}
+            if info.get("type") != "file" or info.get("islink"):
+                kind = "a symbolic link" if info.get("islink") else f"of type {info.get('type')!r}"
+                raise _not_regular(self.url, name, version, rel, kind)
+            rels.append(rel)
+        return rels
+
+    def _plain_dir(self, name: str, version: int) -> Path:
+        """``<root>/<name>/v<N>`` after checking that neither folder is a link or special file."""
+        folder = Path(self._vdir(name, version))
+        for part in (folder.parent, folder):
+            mode = os.lstat(part).st_mode
+            if not stat.S_ISDIR(mode):
+                raise _not_regular(self.url, name, version, part.name + "/", _kind(mode))
+        return folder
+
+    def _list_local(self, name: str, version: int) -> list[str]:
+        try:
+            base = self._plain_dir(name, version)
+        except FileNotFoundError:
+            return []
+        rels = []
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+            for entry in sorted([*dirnames, *filenames]):
+                path = Path(dirpath) / entry
+                mode = os.lstat(path).st_mode
+                rel = path.relative_to(base).as_posix()
+                if stat.S_ISDIR(mode):
+                    continue
+                if not stat.S_ISREG(mode):
+                    raise _not_regular(self.url, name, version, rel, _kind(mode))
+                rels.append(rel)
+        return rels
+
+    def _open_local(self, name: str, version: int, rel: str) -> int:
+        """A read-only descriptor of a regular file of the version; links and special files are refused."""
+        base = self._plain_dir(name, version)
+        path = base / rel
+        if base.resolve() not in path.parent.resolve().parents and path.parent.resolve() != base.resolve():
+            raise _not_regular(self.url, name, version, rel, "outside its version folder")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise _not_regular(self.url, name, version, rel, _kind(mode))
+        return fd
 
     def get_files(self, name: str, version: int, rels: list[str], dest: Path) -> None:
         with guard(self.url, f"download {name}@v{version}"):
             for rel in rels:
                 target = dest / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                self.fs.get_file(self._p(name, f"v{version}", rel), str(target))
+                if not self.local:
+                    self.fs.get_file(self._p(name, f"v{version}", rel), str(target))
+                    continue
+                try:
+                    fd = self._open_local(name, version, rel)
+                except OSError as exc:
+                    raise _link_error(self.url, name, version, rel, exc) from exc
+                with os.fdopen(fd, "rb") as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out)
 
     def read_file(self, name: str, version: int, rel: str) -> bytes:
         with guard(self.url, f"read {name}@v{version}/{rel}"):
-            return self.fs.cat_file(self._p(name, f"v{version}", rel))
+            if not self.local:
+                return self.fs.cat_file(self._p(name, f"v{version}", rel))
+            try:
+                fd = self._open_local(name, version, rel)
+            except OSError as exc:
+                raise _link_error(self.url, name, version, rel, exc) from exc
+            with os.fdopen(fd, "rb") as handle:
+                return handle.read()
 
     def delete_version(self, name: str, version: int) -> None:
         with contextlib.suppress(Exception):
             self.fs.rm(self._vdir(name, version), recursive=True)
+
+
+def _kind(mode: int) -> str:
+    for test, word in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a fifo"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return word
+    return "not a regular file"
+
+
+def _not_regular(url: str, name: str, version: int, rel: str, kind: str) -> HubError:
+    return HubError(f"{name}@v{version} on hub {url} holds {rel}, which is {kind}, not a regular file; nothing was copied",
+                    "a hub may hold only regular files; ask the hub owner to re-push the adapter")
+
+
+def _link_error(url: str, name: str, version: int, rel: str, exc: OSError) -> BaseException:
+    """ELOOP from ``O_NOFOLLOW`` means a symbolic link; other OS errors go to :func:`guard`."""
+    import errno
+
+    if exc.errno == errno.ELOOP:
+        return _not_regular(url, name, version, rel, "a symbolic link")
+    return exc
 
 
 def _not_a_hub(root: Path) -> HubError:
@@ -408,18 +514,30 @@ class HfBackend(Backend):
         with guard(self.url, f"download {name}@v{version}"), tempfile.TemporaryDirectory(prefix="skewtune-hf-") as tmp:
             self.api.snapshot_download(self._repo(name), revision=f"v{version}", local_dir=tmp, allow_patterns=list(rels))
             for rel in rels:
+                _check_downloaded(Path(tmp), rel, self.url, name, version)
                 target = dest / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(Path(tmp) / rel, target)
+                shutil.copyfile(Path(tmp) / rel, target, follow_symlinks=False)
 
     def read_file(self, name: str, version: int, rel: str) -> bytes:
         with guard(self.url, f"read {name}@v{version}/{rel}"), tempfile.TemporaryDirectory(prefix="skewtune-hf-") as tmp:
-            path = self.api.hf_hub_download(self._repo(name), rel, revision=f"v{version}", local_dir=tmp)
-            return Path(path).read_bytes()
+            self.api.hf_hub_download(self._repo(name), rel, revision=f"v{version}", local_dir=tmp)
+            _check_downloaded(Path(tmp), rel, self.url, name, version)
+            return (Path(tmp) / rel).read_bytes()
 
     def delete_version(self, name: str, version: int) -> None:
         with contextlib.suppress(Exception):
             self.api.delete_tag(self._repo(name), tag=f"v{version}")
+
+
+def _check_downloaded(root: Path, rel: str, url: str, name: str, version: int) -> None:
+    """A downloaded file (and every folder above it, up to ``root``) must be a regular file / plain folder."""
+    path = root / rel
+    for part in [*reversed(path.relative_to(root).parents[:-1]), path.relative_to(root)]:
+        mode = os.lstat(root / part).st_mode
+        want = stat.S_ISREG if part == path.relative_to(root) else stat.S_ISDIR
+        if not want(mode):
+            raise _not_regular(url, name, version, rel, _kind(mode))
 
 
 def hf_api() -> HfApi:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -37,7 +38,10 @@ def predict_logits(model: Any, split: Any, collator: Any, batch_size: int, devic
     outputs: list[tuple[list[int], torch.Tensor]] = []
     iterator = mine
     if progress and rank == 0:
-        iterator = tqdm(mine, desc="predict", unit="batch", leave=False)
+        # on a terminal the bar is wiped at the end; in a log or pipe it stays, ending its line, so whatever is
+        # written next (an error) starts a fresh line
+        terminal = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        iterator = tqdm(mine, desc="predict", unit="batch", leave=not terminal)
     for indices in iterator:
         batch = collator([split[i] for i in indices])
         batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}

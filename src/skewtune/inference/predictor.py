@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,9 @@ import torch
 from skewtune.adapters import load_trained_adapter, merge_and_unload
 from skewtune.adapters.heads import load_head_file, set_head_params
 from skewtune.adapters.io import (
+    check_base_fingerprint,
     check_folder_safe,
+    check_manifest_hash,
     check_safetensors_header,
     read_manifest,
     select_task,
@@ -22,10 +25,16 @@ from skewtune.adapters.io import (
     verify_folder,
 )
 from skewtune.adapters.pooling import install_pooling
-from skewtune.backbones import load_backbone, load_tokenizer, resolve_backbone
+from skewtune.backbones import (
+    check_max_length,
+    load_backbone,
+    load_tokenizer,
+    position_limit,
+    resolve_backbone,
+)
 from skewtune.data.batching import PaddingCollator, tokenize_split
 from skewtune.data.readers import read_rows, read_table
-from skewtune.errors import AdapterError, DataError
+from skewtune.errors import AdapterError, ConfigError, DataError, capped
 from skewtune.imbalance.decision import apply_decision
 from skewtune.inference.logits import predict_logits
 from skewtune.inference.precision import apply_dtype, check_dtype_name, resolve_dtype
@@ -66,6 +75,7 @@ class AdapterClassifier:
         return torch.autocast(self.device.type, dtype=self.dtype) if self.autocast else contextlib.nullcontext()
 
     def logits(self, texts: list[str], batch_size: int = 128, progress: bool = False) -> torch.Tensor:
+        check_batch_size(batch_size)
         split = tokenize_split(self.tokenizer, texts, None, self.max_length, "input")
         collator = PaddingCollator(self.tokenizer.pad_token_id, padding_side=getattr(self.tokenizer, "padding_side", "right"))
         with self.compute_context():
@@ -78,9 +88,16 @@ class AdapterClassifier:
         """One dict per text: ``label`` and ``probabilities`` (label → p)."""
         if isinstance(texts, str):
             texts = [texts]
+        check_batch_size(batch_size)
         if not texts:
             return []
         probs = torch.softmax(self.logits(list(texts), batch_size, progress), dim=-1)
+        broken = ~torch.isfinite(probs).all(dim=-1)
+        if bool(broken.any()):  # a broken adapter (e.g. an overflowed merge): refuse rather than write NaN
+            raise AdapterError(
+                f"adapter '{self.manifest.get('name', '?')}' produced non-finite (NaN/inf) probabilities for "
+                f"{int(broken.sum())} of {len(texts)} text(s); nothing was written",
+                "its weights are broken: retrain or re-merge it, or run 'skewtune hub verify' on its source")
         labels = self.labels
         return [
             {"label": labels[int(row.argmax())], "probabilities": {lab: float(p) for lab, p in zip(labels, row)}}
@@ -88,25 +105,40 @@ class AdapterClassifier:
         ]
 
 
+def check_batch_size(batch_size: int) -> None:
+    """ConfigError for a batch size that is not a whole number ≥ 1."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"--batch_size must be a whole number ≥ 1, got {batch_size!r}", "pass e.g. --batch_size 32")
+
+
 def load_adapter(
     path: str | Path, *, backbone: str | None = None, quant: str | None = None, merge: bool = False,
-    device: str | None = None, verify: bool = True, max_length: int = 128, dtype: str = "auto",
-    task: str | None = None,
+    device: str | None = None, verify: bool = True, max_length: int | None = None, dtype: str = "auto",
+    task: str | None = None, force_base: bool = False,
 ) -> AdapterClassifier:
     """Load ``path`` (an adapter folder saved by skewtune) on its backbone.
 
     ``quant`` defaults to the mode used in training; ``merge=True`` loads a dense (unquantized) backbone and
     folds LoRA/IA³ into its weights for speed. ``dtype`` (auto | fp32 | bf16 | fp16) is the compute precision: ``auto`` is fp32
     unmerged and, merged, bf16 on hardware with native bf16 matmul (``skewtune.inference.precision``).
+    ``max_length`` (tokens per text) defaults to the one trained with (128 when unrecorded) within the backbone's
+    positions; a larger explicit one is a ConfigError, as in training.
     Files are hash-checked against ``skewtune.json`` unless ``verify=False``. ``task`` picks the head of a merged
     multi-task adapter (``classifier.tasks``; default: its default task, with a warning on the ``skewtune`` logger).
+    The manifest's own hash is always checked, and the base fingerprint the adapter records is compared with the
+    backbone folder about to load (:func:`skewtune.adapters.io.check_base_fingerprint`): a mismatch raises
+    :class:`AdapterError` unless ``force_base`` (then a warning); an adapter recording none loads with a warning.
     """
     check_dtype_name(dtype)  # before any backbone loads
+    if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
+        raise ConfigError(f"--max_length must be a whole number ≥ 1, got {max_length!r}", "pass e.g. --max_length 128")
     folder = Path(path)
     check_folder_safe(folder)
     manifest = read_manifest(folder)
     if verify:
         verify_folder(folder, manifest)
+    else:
+        check_manifest_hash(manifest, folder)
     _check_weights(folder, manifest)
     try:
         adapter_config = json.loads((folder / "adapter_config.json").read_text())
@@ -118,11 +150,19 @@ def load_adapter(
                        "--task / task=", folder, ", ".join(task_names(manifest)), chosen)
     id2label = {int(k): v for k, v in manifest["id2label"].items()}  # the head inside adapter_model.safetensors
     spec = resolve_backbone(backbone or manifest.get("backbone") or adapter_config.get("base_model_name_or_path"))
+    if Path(spec.path).is_dir():  # a Hub id (online) has no local folder to fingerprint before it downloads
+        check_base_fingerprint(manifest, spec.path, force=force_base, base_label=spec.name, require=False)
     task = manifest.get("task_type", "seq_cls")
     mode = quant or manifest.get("quant", "none")
     if merge:
         mode = "none"
     model = load_backbone(spec, task=task, num_labels=len(id2label), id2label=id2label, quant=mode)
+    if max_length is None:  # as trained (128 when unrecorded), within the backbone's positions
+        training = manifest.get("training")
+        trained = training.get("max_length") if isinstance(training, dict) else None
+        max_length = trained if isinstance(trained, int) and not isinstance(trained, bool) and trained >= 1 else 128
+        max_length = min(max_length, position_limit(model.config) or max_length)
+    check_max_length(max_length, model.config, spec.name)  # as training does: beyond the positions is an error
     try:
         model = load_trained_adapter(model, str(folder), is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as exc:
@@ -166,6 +206,24 @@ def _check_weights(folder: Path, manifest: dict[str, Any]) -> None:
                 f"{folder}: skewtune.json lists {len(labels)} labels but the classifier head {key} has {shape[0]} outputs",
                 "re-save the adapter with skewtune (the manifest and the weights do not belong together)",
             )
+    _check_finite_weights(folder / "adapter_model.safetensors")
+
+
+def _check_finite_weights(path: Path) -> None:
+    """Before any backbone loads: every floating tensor of the adapter is finite (NaN/inf would be predicted as
+    NaN probabilities)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                tensor = handle.get_tensor(key)
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise AdapterError(f"{path}: tensor {key} holds NaN or infinite values",
+                                       "the adapter is broken: retrain or re-merge it")
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise AdapterError(f"{path} is not a readable safetensors file ({type(exc).__name__})",
+                           "re-save the adapter") from exc
 
 
 @dataclass
@@ -196,7 +254,7 @@ def read_prediction_inputs(path: str | Path, text_column: str | None = None, enc
     if column not in columns:
         tried = ("" if text_column or not trained_column or trained_column == "text"
                  else f" nor '{trained_column}' (the adapter's training column)")
-        raise DataError(f"text column '{column}'{tried} not found in {path} (columns: {', '.join(map(str, columns))})",
+        raise DataError(f"text column '{column}'{tried} not found in {path} (columns: {capped(map(str, columns))})",
                         "pass --text_column NAME")
     texts, _ = read_table(path, text_column=column, label_column=None, encoding=encoding, rows=rows)
     empty = [i for i, t in enumerate(texts) if not t.strip()]
@@ -212,8 +270,23 @@ def read_inputs(path: str | Path, text_column: str = "text", encoding: str = "ut
     return read_prediction_inputs(path, text_column, encoding).texts
 
 
+def _finite_or_none(value: Any) -> Any:
+    """A kept input cell as strict JSON allows it: NaN and ±inf (e.g. empty Parquet cells, or inside a JSONL
+    object) become None (null)."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) or (hasattr(value, "dtype") and getattr(value, "ndim", None) == 0):
+        try:
+            return value if math.isfinite(float(value)) else None
+        except (TypeError, ValueError, OverflowError):
+            return value
+    return value
+
+
 def prediction_record(row: dict[str, Any], text_column: str, text: str, prediction: dict[str, Any]) -> dict[str, Any]:
     """One output line: the input row's columns (``label``/``probabilities`` renamed ``input_…``), then the prediction."""
-    out = {(f"input_{k}" if k in PREDICTION_KEYS else str(k)): v for k, v in row.items()} if row else {}
+    out = {(f"input_{k}" if k in PREDICTION_KEYS else str(k)): _finite_or_none(v) for k, v in row.items()} if row else {}
     out[text_column if row else "text"] = text
     return {**out, **prediction}

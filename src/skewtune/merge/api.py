@@ -61,6 +61,7 @@ from skewtune.merge.sources import PEFT_PREFIX, LoraSource, check_compatible, ch
 from skewtune.utils.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 HEADS_DIR = "heads"
+MAX_COEFFICIENT = 1e4  # |weight| and |scale| bound: larger ones only overflow (a merge is a weighted sum)
 
 
 @dataclass
@@ -120,8 +121,9 @@ def plan_merge(
             ws = [float(w) for w in ws]
         except (TypeError, ValueError) as exc:
             raise MergeError(f"weights must be numbers, got {list(weights)}", "pass numeric weights") from exc
-        if not all(math.isfinite(w) for w in ws):
-            raise MergeError(f"weights must be finite, got {ws}", "pass finite weights")
+        if not all(math.isfinite(w) and abs(w) <= MAX_COEFFICIENT for w in ws):
+            raise MergeError(f"weights must be finite, between -{MAX_COEFFICIENT:g} and {MAX_COEFFICIENT:g}, got {ws}",
+                             "pass weights such as 0.5 0.5 (each multiplies an adapter's update)")
     try:
         density = float(density)
     except (TypeError, ValueError) as exc:
@@ -132,8 +134,9 @@ def plan_merge(
         scale = float(scale)
     except (TypeError, ValueError) as exc:
         raise MergeError(f"scale must be a number, got {scale!r}", "pass a finite scale, e.g. 1.0") from exc
-    if not math.isfinite(scale):
-        raise MergeError(f"scale must be finite, got {scale}", "pass a finite scale, e.g. 1.0")
+    if not (math.isfinite(scale) and abs(scale) <= MAX_COEFFICIENT):
+        raise MergeError(f"scale must be finite, between -{MAX_COEFFICIENT:g} and {MAX_COEFFICIENT:g}, got {scale}",
+                         "pass a scale such as 1.0 (it multiplies the merged update)")
     if target_rank is not None:
         if isinstance(target_rank, bool) or not isinstance(target_rank, int) or target_rank < 1:
             raise MergeError(f"target_rank must be a positive integer, got {target_rank!r}", "pass e.g. target_rank=8")
@@ -233,6 +236,14 @@ def _load(path: Path, raw: str | Path, hub_url: str | None) -> LoraSource:
 # ---------------------------------------------------------------------------------------------------- LoRA
 
 
+def _check_finite(tensor: torch.Tensor, what: str) -> None:
+    """MergeError (nothing written yet) when a merged tensor (or update ``B @ A`` in the stored dtype) holds inf or
+    NaN: huge weights or factors overflowed."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise MergeError(f"the merge overflowed: {what} holds inf or NaN values",
+                         "use smaller --weights / --scale (or check the source adapters)")
+
+
 def merge_lora(
     sources: Sequence[LoraSource], plan: MergePlan
 ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, dict[str, Any]]]:
@@ -251,6 +262,7 @@ def merge_lora(
             b_cat = torch.cat([c * sources[i].factors[module][1].double() for c, i in zip(coeffs, present)], dim=1)
             a_cat = torch.cat([sources[i].factors[module][0].double() for i in present], dim=0)
             reference = b_cat @ a_cat
+            _check_finite(reference.to(out_dtype), module)  # the update must fit the stored dtype, not only its factors
             if storage == "concat":
                 b, a = b_cat, a_cat
             else:
@@ -259,6 +271,7 @@ def merge_lora(
             deltas = [sources[i].delta(module) if i in present else torch.zeros(d_out, d_in, dtype=torch.float64)
                       for i in range(len(sources))]
             reference = plan.scale * plan.method.combine(deltas, plan.weights, plan.params, module)
+            _check_finite(reference.to(out_dtype), module)  # an SVD of inf/NaN fails (or returns NaN factors)
             ranks = [sources[i].rank(module) for i in present]
             rank = plan.target_rank or (max(ranks) if plan.method.name == "svd" else sum(ranks))
             b, a, _ = low_rank_factors(reference, min(rank, d_out, d_in))
@@ -404,6 +417,12 @@ def _write(
     groups: Sequence[tuple[str, list[int]]],
     task_heads: dict[str, dict[str, torch.Tensor]],
 ) -> Path:
+    for module, (a, b) in lora.items():
+        _check_finite(a, f"{module}.lora_A")
+        _check_finite(b, f"{module}.lora_B")
+    for task, heads in task_heads.items():
+        for key, value in heads.items():
+            _check_finite(value, f"head {key} of task {task}")
     default_task = groups[0][0]
     tensors: dict[str, torch.Tensor] = {}
     for module, (a, b) in lora.items():

@@ -27,7 +27,7 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 from skewtune.backbones import load_backbone, load_tokenizer, quiet_loading, resolve_backbone
-from skewtune.errors import BackboneError, ConfigError, MergeError
+from skewtune.errors import BackboneError, ConfigError, MergeError, capped
 from skewtune.merge.multitask import check_base, load_heads, set_head_params
 from skewtune.merge.sources import LoraSource, check_output, load_source
 from skewtune.utils.io import atomic_dir, atomic_write_json
@@ -42,7 +42,7 @@ def _labels_and_heads(src: LoraSource, task: str | None) -> tuple[str | None, di
     if tasks:
         task = task or manifest.get("default_task") or next(iter(tasks))
         if task not in tasks:
-            raise MergeError(f"unknown task '{task}' in {src.path}", f"use one of: {', '.join(tasks)}")
+            raise MergeError(f"unknown task '{task}' in {src.path}", f"use one of: {capped(tasks)}")
         target = (src.path / tasks[task]["head_file"]).resolve()
         if src.path.resolve() not in target.parents or not target.is_file():
             raise MergeError(f"head file of task '{task}' is missing in {src.path}", "pull a clean copy of the adapter")
@@ -140,6 +140,10 @@ def merge_into_base(
         raise MergeError(exc.message, exc.hint) from exc
     _fold(model, src)
     set_head_params(model, heads)
+    for pname, param in model.named_parameters():  # huge finite adapter values can overflow the sum
+        if param.is_floating_point() and not bool(torch.isfinite(param).all()):
+            raise MergeError(f"the merged model's {pname} holds inf or NaN values",
+                             "check the adapter for huge or non-finite weights")
     model.eval()
     a_tol, r_tol = DEFAULT_TOLERANCE[quant]
     a_tol = a_tol if atol is None else float(atol)

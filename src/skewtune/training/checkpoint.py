@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
+import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,12 +71,21 @@ def save(accelerator: Accelerator, output_dir: Path, state: FitState, *, fingerp
         if isinstance(exc, OutputError):
             raise
         if isinstance(exc, OSError):
-            raise _os_error(exc, tmp) from exc
+            error = _os_error(exc, tmp)
+            raise OutputError(error.message, f"{error.hint}; {kept_note(output_dir)}") from exc
         cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise OutputError(f"could not write checkpoint {final}: {cause}",
-                          "free disk space or choose another --output_dir; the last complete checkpoint is kept") from exc
+                          f"free disk space or choose another --output_dir; {kept_note(output_dir)}") from exc
     accelerator.wait_for_everyone()
     return final
+
+
+def kept_note(output_dir: Path) -> str:
+    """What a failed save leaves to resume from: the last complete checkpoint, or none yet."""
+    last = latest(Path(output_dir))
+    if last is None:
+        return "no checkpoint was saved before this one, so a rerun starts from the beginning"
+    return f"the last complete checkpoint {last.name} is kept and the same command resumes from it"
 
 
 def prune(root: Path, keep: int) -> None:
@@ -90,11 +102,99 @@ def prune(root: Path, keep: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+# what Accelerate's save_state writes with safe_serialization=True (weights in safetensors; optimizer, scheduler,
+# sampler and RNG states as torch zip archives, read back with torch.load(weights_only=True): tensors and plain
+# containers only, no arbitrary objects)
+_WEIGHT_FILE = re.compile(r"model(_\d+)?\.safetensors")
+_STATE_FILES = re.compile(r"(optimizer|scheduler|sampler|dl_state_dict)(_\d+)?\.bin|random_states_\d+\.pkl|scaler\.pt")
+_RESUME_HINT = "resume from another checkpoint (--resume_from_checkpoint <folder>) or start afresh with --overwrite_output_dir"
+
+
+def _broken(folder: Path, problem: str) -> OutputError:
+    return OutputError(f"checkpoint {folder} cannot be resumed: {problem}", _RESUME_HINT)
+
+
+def read_state(folder: Path, *, counters: bool = True) -> dict[str, Any]:
+    """``<folder>/skewtune_state.json``, checked: a JSON object (with whole-number counters when ``counters``)."""
+    path = Path(folder) / STATE_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _broken(Path(folder), f"{STATE_FILE} is not readable JSON ({type(exc).__name__})") from exc
+    if not isinstance(saved, dict):
+        raise _broken(Path(folder), f"{STATE_FILE} is not a JSON object")
+    if not counters:
+        return saved
+    for key in ("epoch", "global_step", "step_in_epoch"):
+        value = saved.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _broken(Path(folder), f"{STATE_FILE} has no valid '{key}' (got {str(value)[:40]!r})")
+    if not isinstance(saved.get("history", []), list):
+        raise _broken(Path(folder), f"{STATE_FILE} 'history' is not a list")
+    return saved
+
+
+def check(folder: Path) -> Path:
+    """Refuse a checkpoint that cannot be resumed safely, before any work; returns ``folder``.
+
+    The weights must be safetensors (a pickled ``pytorch_model.bin`` is refused, never unpickled); every other file
+    must be one Accelerate writes, each a readable torch archive of plain data; the counters must parse.
+    """
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    read_state(folder)
+    names = sorted(p.name for p in folder.iterdir())
+    unexpected = [n for n in names if n != STATE_FILE and not _WEIGHT_FILE.fullmatch(n) and not _STATE_FILES.fullmatch(n)]
+    if unexpected:
+        pickled = [n for n in unexpected if n.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle"))]
+        what = f"{', '.join(pickled)} (pickle files are not loaded)" if pickled else ", ".join(unexpected)
+        raise _broken(folder, f"it holds files a skewtune checkpoint does not: {what[:300]}")
+    weights = [n for n in names if _WEIGHT_FILE.fullmatch(n)]
+    if not weights:
+        raise _broken(folder, "model.safetensors is missing")
+    for name in weights:
+        try:
+            with safe_open(str(folder / name), framework="pt") as handle:
+                handle.keys()
+        except (OSError, SafetensorError, ValueError, RuntimeError) as exc:
+            raise _broken(folder, f"{name} is not a readable safetensors file") from exc
+    for name in names:
+        if _STATE_FILES.fullmatch(name):
+            path = folder / name
+            if not zipfile.is_zipfile(path):  # torch.save archives are zip files; anything else is refused unread
+                raise _broken(folder, f"{name} is not a torch state archive (corrupt or foreign)")
+            try:
+                _weights_only_load(path)
+            except (pickle.UnpicklingError, RuntimeError, ValueError, OSError, EOFError, KeyError,
+                    AttributeError, TypeError, zipfile.BadZipFile) as exc:
+                raise _broken(folder, f"{name} is corrupt or holds objects other than tensors and plain data "
+                                      f"(not loaded)") from exc
+    return folder
+
+
+def _weights_only_load(path: Path) -> Any:
+    """``torch.load`` with ``weights_only=True`` (tensors, numbers, containers; no code) as Accelerate loads states."""
+    from accelerate.utils import load as accelerate_load
+
+    return accelerate_load(str(path), map_location="cpu", weights_only=True)
+
+
 def load(accelerator: Accelerator, folder: Path) -> FitState:
-    """Restore adapter, optimizer, scheduler and RNG states; return the counters to continue from."""
+    """Restore adapter, optimizer, scheduler and RNG states; return the counters to continue from.
+
+    The folder is checked first (:func:`check`); states load with ``weights_only=True``; a failure is one
+    :class:`OutputError`.
+    """
     _install_hooks(accelerator)
-    accelerator.load_state(str(folder), strict=False)
-    return FitState.from_counters(json.loads((Path(folder) / STATE_FILE).read_text()))
+    folder = check(Path(folder))
+    try:
+        accelerator.load_state(str(folder), load_kwargs={"weights_only": True}, strict=False)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, OSError, EOFError, KeyError, TypeError,
+            SafetensorError, zipfile.BadZipFile) as exc:
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise _broken(folder, f"{type(exc).__name__}: {cause}") from exc
+    return FitState.from_counters(read_state(folder))
 
 
 def latest(output_dir: Path) -> Path | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from skewtune.adapters.layers import check_layers_spec
 from skewtune.backbones.modes import QUANT_MODES, resolve_quantize_embeddings
-from skewtune.errors import ConfigError, unknown_name
+from skewtune.errors import ConfigError, capped, unknown_name
 
 # Names for --help and validation, kept in step with the registries by tests/test_help_and_defaults.py (importing the
 # registries here would load torch/peft for `skewtune --help`).
@@ -385,28 +385,107 @@ def config_from_args(args: argparse.Namespace, config_cls: type = TrainConfig, d
     return config
 
 
+def safe_yaml_load(text: str) -> Any:
+    """Parse YAML with the safe loader, refusing anchors/aliases (no "billion laughs" expansion) and duplicate
+    keys; raises ``yaml.YAMLError`` (a :class:`yaml.constructor.ConstructorError` for the refused constructs)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        """SafeLoader without anchors, aliases or merge keys, and with unique mapping keys."""
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "anchors and aliases (&name / *name) are not allowed", event.start_mark)
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise yaml.constructor.ConstructorError(
+                        None, None, "merge keys (<<) are not allowed", key_node.start_mark)
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base constructor reports it
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def _yaml_error_line(exc: Exception) -> str:
+    """The first line of a YAML error with the position of its problem (``line N``)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _yaml_int(key: str, value: Any, path: Path) -> int:
+    """An integer flag's YAML value: an integer, or text the command line accepts as one (``"3"``); a fraction,
+    a boolean or other text is refused rather than rounded."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"{path}: '{key}' must be a whole number, got {value!r}", f"set {key}: <whole number>, e.g. {key}: 8")
+
+
+def _yaml_float(key: str, value: Any, path: Path) -> float:
+    """A number flag's YAML value: a number, or text the command line accepts as one (``"1e-3"``); a boolean is
+    refused."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"{path}: '{key}' must be a number, got {value!r}", f"set {key}: <number>")
+
+
 def load_yaml(path: str | Path, config_cls: type = TrainConfig) -> dict[str, Any]:
+    """The ``flag: value`` mapping of a YAML config, type-checked against ``config_cls``'s fields.
+
+    Anchors/aliases and repeated keys are refused; an integer flag takes whole numbers only (``2.7`` and ``true``
+    are refused, not rounded), a text flag takes a scalar only (a list or mapping is refused, not stringified).
+    """
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", "check the --config path")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the file") from exc
+        data = safe_yaml_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise ConfigError(f"config file {path} is not valid YAML ({_yaml_error_line(exc)})",
+                          "fix the file: plain 'flag: value' lines, each flag once, no &anchors or *aliases") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping of flag: value", "write one 'flag: value' per line")
     known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(map(str, set(data) - known))
     if unknown:
-        raise ConfigError(f"unknown key(s) in {path}: {', '.join(unknown)}", "see --help for the valid flags")
+        raise ConfigError(f"unknown key(s) in {path}: {capped(unknown)}", "see --help for the valid flags")
     hints = typing.get_type_hints(config_cls)
     out: dict[str, Any] = {}
     for key, value in data.items():
         kind = _base_type(hints[key])
         if value is None:
             out[key] = None
+        elif isinstance(value, list | dict | set):
+            raise ConfigError(f"{path}: '{key}' must be a single value, got a YAML {type(value).__name__}",
+                              f"write {key}: <value> on one line")
         elif kind is str:
             out[key] = str(value)
         elif kind is bool and not isinstance(value, bool):
@@ -414,8 +493,10 @@ def load_yaml(path: str | Path, config_cls: type = TrainConfig) -> dict[str, Any
                 out[key] = _bool(value)
             except argparse.ArgumentTypeError:
                 raise ConfigError(f"{path}: '{key}' must be true or false, got {value!r}", f"set {key}: true") from None
-        elif kind in (int, float) and not isinstance(value, int | float):
-            raise ConfigError(f"{path}: '{key}' must be a number, got {value!r}", f"set {key}: <number>")
+        elif kind is int:
+            out[key] = _yaml_int(key, value, path)
+        elif kind is float:
+            out[key] = _yaml_float(key, value, path)
         else:
-            out[key] = kind(value) if kind in (int, float) else value
+            out[key] = value
     return out

@@ -494,7 +494,10 @@ def _graceful_interrupt(accelerator: Accelerator, checkpoints: Checkpointing | N
     except (_StopRequested, KeyboardInterrupt) as exc:
         state = current_state()
         path = _save(accelerator, checkpoints, state) if isinstance(exc, _StopRequested) and state.global_step else None
-        raise TrainingInterrupted(f"saved {f'checkpoint {path}' if path else 'the last complete checkpoint'}",
+        kept = path or ckpt.latest(checkpoints.output_dir)
+        if kept is None:
+            raise TrainingInterrupted("no checkpoint was saved yet", "run the same command again to start afresh") from None
+        raise TrainingInterrupted(f"saved checkpoint {path}" if path else f"the last complete checkpoint {kept} is kept",
                                   f"resume with the same command plus --resume_from_checkpoint latest "
                                   f"--output_dir {checkpoints.output_dir}") from None
     finally:

@@ -9,10 +9,14 @@ the adapter folder, metrics.json and the confusion matrix, each atomically. What
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
 import resource
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +25,7 @@ import numpy as np
 from accelerate.utils import set_seed
 from rich.console import Console
 from rich.table import Table
+from safetensors import SafetensorError
 
 from skewtune.adapters import AdapterSettings, build_adapter
 from skewtune.adapters.io import render_card, write_manifest
@@ -33,7 +38,12 @@ from skewtune.backbones import (
     resolve_backbone,
 )
 from skewtune.backbones.modes import resolve_quantize_embeddings
-from skewtune.backbones.registry import head_module_names, set_backbone_dropout
+from skewtune.backbones.registry import (  # noqa: F401  (ABSOLUTE_POSITIONS: re-exported)
+    ABSOLUTE_POSITIONS,
+    check_max_length,
+    head_module_names,
+    set_backbone_dropout,
+)
 from skewtune.data import PaddingCollator
 from skewtune.errors import ConfigError, OutputError
 from skewtune.evaluation.baselines import majority_macro_f1, tfidf_macro_f1
@@ -62,7 +72,17 @@ from skewtune.training.engine import (
 from skewtune.training.lr_finder import PLOT_NAME as LR_PLOT_NAME
 from skewtune.training.lr_finder import find_learning_rate
 from skewtune.training.state import FitState
-from skewtune.utils.io import atomic_dir, atomic_write_json, atomic_write_text, check_writable_dir
+from skewtune.utils.io import (
+    _os_error,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    check_no_overlap,
+    check_writable_dir,
+    is_leftover,
+    remove_stale_leftovers,
+)
+from skewtune.utils.locks import OutputLock, is_lock_file
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -95,6 +115,18 @@ class Run:
     loss_fn: Any = None
     decision: dict[str, Any] | None = None
     row_indices: list[int] | None = None  # one row-resampler draw serves every epoch (and the loss's priors)
+    lock: OutputLock | None = None  # the output folder's writer lock (main process; see take_output_lock)
+
+    def close(self) -> None:
+        """Release the output folder's lock (idempotent); ``with prepare(...) as run:`` does it on the way out."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def config_fingerprint(cfg: TrainConfig) -> str:
@@ -108,7 +140,7 @@ def config_fingerprint(cfg: TrainConfig) -> str:
 def _has_content(output_dir: Path) -> bool:
     """Anything besides the hidden temporary leftovers of a killed run (``checkpoints/.step-N.tmp``, …)?"""
     def leftover(p: Path) -> bool:
-        return p.name.startswith(".") and p.name.endswith((".tmp", ".old"))
+        return is_leftover(p.name) or is_lock_file(p)
 
     for entry in output_dir.iterdir():
         if leftover(entry):
@@ -120,8 +152,10 @@ def _has_content(output_dir: Path) -> bool:
 
 
 def check_output_dir(cfg: TrainConfig, output_dir: Path) -> Path | None:
-    """Refuse a non-empty output folder unless overwriting or resuming; returns the checkpoint to resume."""
+    """Refuse a non-empty output folder unless overwriting or resuming, or one that overlaps what the run reads
+    (:func:`check_output_reads`); returns the checkpoint to resume."""
     check_writable_dir(output_dir)
+    check_output_reads(cfg, output_dir)
     if (output_dir / "metrics.json").is_file() and (output_dir / "adapter").is_dir() and not cfg.overwrite_output_dir:
         raise OutputError(f"the run in {output_dir} is already complete (adapter/ and metrics.json are there)",
                           "pass --overwrite_output_dir to train it again, or choose another --output_dir")
@@ -129,16 +163,16 @@ def check_output_dir(cfg: TrainConfig, output_dir: Path) -> Path | None:
         path = Path(cfg.resume_from_checkpoint)
         if not (path / ckpt.STATE_FILE).is_file():
             raise OutputError(f"{path} is not a skewtune checkpoint", "pass a folder under <output_dir>/checkpoints or 'latest'")
-        return path
+        return ckpt.check(path)
     if not output_dir.exists() or not _has_content(output_dir):
         if cfg.resume_from_checkpoint == "latest":
             raise OutputError(f"no checkpoint to resume in {output_dir}", "drop --resume_from_checkpoint or fix --output_dir")
         return None
     checkpoint = ckpt.latest(output_dir)
     if checkpoint is not None and not cfg.overwrite_output_dir:
-        saved = json.loads((checkpoint / ckpt.STATE_FILE).read_text())
+        saved = ckpt.read_state(checkpoint, counters=False)
         if saved.get("config_fingerprint") == config_fingerprint(cfg) or cfg.resume_from_checkpoint == "latest":
-            return checkpoint
+            return ckpt.check(checkpoint)
         raise OutputError(
             f"{output_dir} holds a checkpoint of a run with different settings",
             "use the same settings to resume, pass --overwrite_output_dir, or choose another --output_dir",
@@ -153,6 +187,65 @@ def check_output_dir(cfg: TrainConfig, output_dir: Path) -> Path | None:
     return None
 
 
+def check_output_reads(cfg: Any, output_dir: Path, backbone_path: str | Path | None = None) -> None:
+    """Refuse an output folder that is, holds or lies inside a file or folder the run reads: the data files,
+    a local backbone folder (``backbone_path``: the resolved one, once known). Nothing is written."""
+    reads: dict[str, Any] = {}
+    for flag in ("dataset", "validation_file", "test_file", "backbone"):
+        value = getattr(cfg, flag, None)
+        if not isinstance(value, str) or not value or not Path(value).expanduser().exists():  # a name, not a path
+            continue
+        if flag == "backbone" and not (Path(value).expanduser() / "config.json").is_file():
+            continue  # not a model folder: resolving it says so (then backbone_path is checked)
+        reads[f"the --{flag} {'folder' if Path(value).expanduser().is_dir() else 'file'}"] = value
+    if backbone_path is not None:
+        reads["the backbone folder"] = backbone_path
+    check_no_overlap(output_dir, reads, "--output_dir")
+
+
+def is_main_process() -> bool:
+    """Is this the main process of a (possibly multi-process) launch? Read from the launcher's environment, so
+    it is known before the Accelerator exists (the ranks Accelerate reads: torchrun's RANK, MPI's)."""
+    import os
+
+    for name in ("RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMI_RANK"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value == "0"
+    return True
+
+
+def take_output_lock(output_dir: Path, command: str | None = None) -> OutputLock | None:
+    """The writer lock of ``output_dir`` for one run (None on non-main processes), with the folder's stale
+    leftovers of killed runs removed.
+
+    One process per launch takes it: the main process, the only one that writes the output folder (checkpoint
+    folders, adapter, metrics); under ``accelerate launch`` the other ranks take none, so they cannot block one
+    another, and a second launch on the same folder fails on its main process, which stops its launcher. Raises
+    :class:`OutputError` naming the holder when another run holds the folder.
+    """
+    if not is_main_process():
+        return None
+    check_writable_dir(output_dir)  # an unwritable place reads as such, not as a lock-file error
+    lock = OutputLock(output_dir, flag="--output_dir", command=command).acquire()
+    # under the lock no live writer is inside: every temporary leftover is a killed run's
+    for folder in (output_dir, output_dir / ckpt.CHECKPOINTS):
+        remove_stale_leftovers(folder, min_age_s=0)
+    return lock
+
+
+@contextlib.contextmanager
+def hold_output_dir(output_dir: Path, command: str | None = None) -> Iterator[OutputLock | None]:
+    """Hold ``output_dir``'s writer lock (:func:`take_output_lock`) for the ``with`` block: for recipes that
+    write a folder outside :func:`prepare` (few-shot, cross-lingual)."""
+    lock = take_output_lock(Path(output_dir), command)
+    try:
+        yield lock
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def accelerator_for(cfg: TrainConfig) -> Accelerator:
     """The run's Accelerator from its flags (accumulation, mixed precision)."""
     threads = None if cfg.num_threads is None or str(cfg.num_threads).lower() == "auto" else int(cfg.num_threads)
@@ -160,21 +253,37 @@ def accelerator_for(cfg: TrainConfig) -> Accelerator:
 
 
 def prepare(cfg: TrainConfig, recipe: str = "train", task: Task | None = None, splits: Any = None) -> Run:
-    """Validate, then load data, tokenizer and backbone with its adapter. Writes nothing.
+    """Take the output folder's writer lock, validate, then load data, tokenizer and backbone with its adapter.
+    Writes nothing else.
 
     ``task``: a :class:`~skewtune.tasks.Task` (default sequence classification); ``splits``: ready-made splits
-    of that task instead of ``cfg.dataset``.
+    of that task instead of ``cfg.dataset``. The returned run holds the lock until :meth:`Run.close` (use
+    ``with prepare(...) as run:``); a failure here releases it, leaving nothing behind.
     """
     task = task or SequenceClassification()
     cfg.validate()
     task.check_config(cfg)
     output_dir = cfg.resolved_output_dir(recipe)
+    check_writable_dir(output_dir)
+    check_output_reads(cfg, output_dir)
+    lock = take_output_lock(output_dir)
+    try:
+        return _prepare_locked(cfg, recipe, task, splits, output_dir, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _prepare_locked(cfg: TrainConfig, recipe: str, task: Task, splits: Any, output_dir: Path,
+                    lock: OutputLock | None) -> Run:
     resume_dir = check_output_dir(cfg, output_dir)
     splits = task.load_splits(cfg) if splits is None else splits
     check_imbalance_names(cfg)
     if cfg.augment:
         augment_training_split(splits, cfg)
     spec = resolve_backbone(cfg.backbone)
+    check_output_reads(cfg, output_dir, backbone_path=spec.path)
     accelerator = accelerator_for(cfg)
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(spec)
@@ -196,21 +305,7 @@ def prepare(cfg: TrainConfig, recipe: str = "train", task: Task | None = None, s
     collator = PaddingCollator(tokenizer.pad_token_id, padding_side=getattr(tokenizer, "padding_side", "right"))
     return Run(cfg=cfg, recipe=recipe, task=task, output_dir=output_dir, accelerator=accelerator, splits=splits,
                spec=spec, tokenizer=tokenizer, model=model, tokenized=tokenized, collator=collator,
-               resume_dir=resume_dir, metrics={"quantize_embeddings": quantize_embeddings})
-
-
-# encoders with learned absolute positions: a longer input indexes past the position table (IndexError mid-run)
-ABSOLUTE_POSITIONS = {"bert": 0, "distilbert": 0, "electra": 0, "albert": 0, "roberta": 2, "xlm-roberta": 2,
-                      "camembert": 2, "mpnet": 2}
-
-
-def check_max_length(max_length: int, config: Any, backbone: str) -> None:
-    offset = ABSOLUTE_POSITIONS.get(getattr(config, "model_type", ""))
-    limit = getattr(config, "max_position_embeddings", None)
-    if offset is None or not isinstance(limit, int) or max_length <= limit - offset:
-        return
-    raise ConfigError(f"--max_length {max_length} exceeds the {limit - offset} positions of backbone '{backbone}'",
-                      f"pass --max_length {limit - offset} or less")
+               resume_dir=resume_dir, metrics={"quantize_embeddings": quantize_embeddings}, lock=lock)
 
 
 def check_imbalance_names(cfg: TrainConfig) -> None:
@@ -476,16 +571,53 @@ def save_outputs(run: Run) -> Path:
         "decision": run.decision,
         "lineage": None,
     }
-    with atomic_dir(out / "adapter") as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        atomic_write_text(tmp / "README.md", render_card(manifest))
-        write_manifest(tmp, manifest)
-    atomic_write_json(out / "metrics.json", run.metrics)
-    atomic_write_json(out / "config.json", cfg.to_dict())
-    if cfg.report_plots and "confusion_matrix" in run.metrics:
-        plot_confusion_matrix(run.metrics["confusion_matrix"], run.splits.labels, out / "confusion_matrix.png",
-                              title=f"{run.splits.name} test — macro-F1 {run.metrics['eval_macro_f1']:.3f}")
+    written: list[Path] = []  # all or nothing: a failed write removes what this save wrote before it
+    try:
+        with atomic_dir(out / "adapter") as tmp:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            atomic_write_text(tmp / "README.md", render_card(manifest))
+            write_manifest(tmp, manifest)
+        written.append(out / "adapter")
+        for name, obj in (("metrics.json", run.metrics), ("config.json", cfg.to_dict())):
+            atomic_write_json(out / name, obj)
+            written.append(out / name)
+        if cfg.report_plots and "confusion_matrix" in run.metrics:
+            plot_confusion_matrix(run.metrics["confusion_matrix"], run.splits.labels, out / "confusion_matrix.png",
+                                  title=f"{run.splits.name} test — macro-F1 {run.metrics['eval_macro_f1']:.3f}")
+    except (OSError, RuntimeError, SafetensorError, OutputError) as exc:
+        _remove_written(written)
+        raise _save_error(exc, out / "adapter") from exc
     return out
+
+
+def _remove_written(paths: list[Path]) -> None:
+    """Remove files and folders a failed final save wrote (the adapter folder is renamed away first)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if path.is_dir():
+                doomed = path.with_name(f".{path.name}.failed.old")
+                shutil.rmtree(doomed, ignore_errors=True)
+                path.rename(doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
+            else:
+                path.unlink()
+
+
+def _save_error(exc: BaseException, path: Path) -> OutputError:
+    """One :class:`OutputError` for a failed final save (a full disk as such, whoever reported it)."""
+    if isinstance(exc, OutputError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno not in (errno.EFBIG, errno.EDQUOT):
+        return _os_error(exc, path)
+    text = str(exc)
+    if isinstance(exc, OSError):
+        text = exc.strerror or text
+    if "No space left" in text or "os error 28" in text or "StorageFull" in text:
+        return _os_error(OSError(errno.ENOSPC, "No space left on device"), path)
+    cause = (text.strip().splitlines() or [type(exc).__name__])[0][:200]
+    return OutputError(f"could not write {path}: {cause}",
+                       "free disk space or choose another --output_dir; rerun the same command to resume from the "
+                       "last checkpoint")
 
 
 def print_summary(run: Run) -> None:
@@ -523,12 +655,12 @@ def print_summary(run: Run) -> None:
 
 
 def run_training(cfg: TrainConfig, recipe: str = "train", task: Task | None = None, splits: Any = None) -> Run:
-    """prepare → train → decision rule → test metrics → save → summary (``skewtune train`` / ``train-tokens``);
-    ``splits``: already loaded splits of ``task`` (see :func:`prepare`)."""
-    run = prepare(cfg, recipe=recipe, task=task, splits=splits)
-    train(run)
-    fit_decision_rule(run)
-    finish_metrics(run)
-    save_outputs(run)
+    """prepare → train → decision rule → test metrics → save → summary (``skewtune train`` / ``train-tokens``),
+    holding the output folder's lock throughout; ``splits``: already loaded splits of ``task`` (see :func:`prepare`)."""
+    with prepare(cfg, recipe=recipe, task=task, splits=splits) as run:
+        train(run)
+        fit_decision_rule(run)
+        finish_metrics(run)
+        save_outputs(run)
     print_summary(run)
     return run

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,13 +38,19 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    The temporary file (``.<name>.XXXX.tmp``) is locked while it is written; stale ones of the same name that a
+    killed writer left are removed first (:func:`remove_stale_leftovers`).
+    """
     path = Path(path)
     tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_leftovers(path.parent, target=path.name)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # "a live writer's": a sweeper leaves it alone
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -79,15 +88,21 @@ def _json_default(obj: Any) -> Any:
 def atomic_dir(path: str | os.PathLike[str], overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` in one rename.
 
-    On an exception the temporary folder is removed and ``path`` is left as it was.
+    On an exception the temporary folder is removed and ``path`` is left as it was. The temporary folder
+    (``.<name>.XXXX.tmp``) is locked while it is built; stale ones of the same name that a killed writer left are
+    removed first (:func:`remove_stale_leftovers`).
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_leftovers(path.parent, target=path.name)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as exc:
         raise _os_error(exc, path) from exc
+    held = -1
     try:
+        held = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(held, fcntl.LOCK_EX)  # "a live writer's": a sweeper leaves it alone
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give what mkdir() would
         if path.exists():
@@ -105,6 +120,83 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = True) -> Iterator
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if held >= 0:
+            os.close(held)
+
+
+STALE_AFTER_S = 60.0  # an unlocked temporary entry this old belongs to no live writer (see remove_stale_leftovers)
+
+
+def is_leftover(name: str) -> bool:
+    """A hidden temporary name of an atomic write or a checkpoint (``.adapter.XXXX.tmp``, ``.step-3.old``, …)."""
+    return name.startswith(".") and name.endswith((".tmp", ".old"))
+
+
+def _locked_by_writer(path: Path, is_dir: bool) -> bool:
+    """Does a live process hold the ``flock`` that :func:`atomic_dir` / :func:`atomic_write_bytes` take?"""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_DIRECTORY if is_dir else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return True  # cannot tell: leave it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _restore_previous(old: Path) -> None:
+    """A kill between :func:`atomic_dir`'s two renames leaves the previous folder in ``.<name>.XXXX.old/x`` and
+    nothing under ``<name>``: put it back."""
+    name = old.name[1:-len(".old")].rsplit(".", 1)[0]
+    target = old.parent / name
+    with contextlib.suppress(OSError):
+        if name and [p.name for p in old.iterdir()] == ["x"] and not os.path.lexists(target):
+            os.replace(old / "x", target)
+
+
+def remove_stale_leftovers(folder: str | os.PathLike[str], target: str | None = None,
+                           min_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove the hidden temporary entries (:func:`is_leftover`) that killed writers left in ``folder``.
+
+    ``target``: only those of that name (``.<target>.XXXX.tmp`` / ``.old``). An entry is stale when no live
+    writer holds its lock and it is at least ``min_age_s`` old (a writer holding ``folder``'s own output lock
+    passes 0). A stale ``.old`` folder whose original is missing is put back first. Returns what was removed;
+    never raises.
+    """
+    folder = Path(folder)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    now = time.time()
+    removed = []
+    for entry in entries:
+        if not is_leftover(entry.name) or (target is not None and not entry.name.startswith(f".{target}.")):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if not (is_dir or stat.S_ISREG(st.st_mode)) or now - st.st_mtime < min_age_s:
+            continue
+        path = Path(entry.path)
+        if _locked_by_writer(path, is_dir):
+            continue
+        with contextlib.suppress(OSError):
+            if is_dir:
+                if entry.name.endswith(".old"):
+                    _restore_previous(path)
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -131,7 +223,8 @@ def check_writable_dir(path: str | os.PathLike[str]) -> None:
     try:
         fd, name = tempfile.mkstemp(prefix=".skewtune-write-test-", suffix=".tmp", dir=probe)
         os.close(fd)
-        os.unlink(name)
+        with contextlib.suppress(FileNotFoundError):  # a run sweeping its folder's leftovers took it already
+            os.unlink(name)
     except OSError as exc:
         raise _os_error(exc, Path(path)) from exc
 
@@ -150,8 +243,9 @@ def check_no_overlap(output: str | os.PathLike[str], reads: dict[str, str | os.P
         src = Path(path).expanduser().resolve()
         if out == src or src in out.parents or out in src.parents:
             relation = "is" if out == src else ("lies inside" if src in out.parents else "contains")
-            raise OutputError(f"{flag} {output} {relation} {what} {path}, which this command reads",
-                              f"choose a {flag} outside it")
+            raise OutputError(f"{flag} {output} {relation} {what} {path}, which this command reads "
+                              "(writing there would destroy it)",
+                              f"choose a {flag} that is not, does not hold and does not lie inside {what}")
 
 
 def usual_permissions(folder: str | os.PathLike[str]) -> None:

@@ -15,6 +15,7 @@ from sklearn.metrics import (
 )
 from sklearn.utils.class_weight import compute_sample_weight
 
+CONFUSION_MATRIX_MAX_CLASSES = 500  # a larger confusion matrix is None (n x n cells: 100,000 classes would be 80 GB)
 _DESCRIPTION = "Accuracy, macro and weighted F1, per-class precision/recall/F1 and the confusion matrix."
 _KWARGS_DESCRIPTION = """
 Args:
@@ -23,7 +24,7 @@ Args:
     num_labels: number of classes (so absent classes still get a row).
 Returns:
     accuracy, macro_f1, weighted_f1, per_class_precision, per_class_recall, per_class_f1 (lists by class id),
-    confusion_matrix (rows = gold, columns = predicted), balanced_accuracy (mean per-class recall) and
+    confusion_matrix (rows = gold, columns = predicted; None above 500 classes), balanced_accuracy (mean per-class recall) and
     balanced_macro_f1: macro-F1 with every row weighted 1/n_(its gold class), i.e. the expected macro-F1 on a test
     set with the same per-class behaviour but equal class sizes (how a long-tail benchmark scores, on any split).
 """
@@ -52,7 +53,9 @@ class SkewtuneClassification(evaluate.Metric):
             "per_class_recall": [float(x) for x in recall],
             "per_class_f1": [float(x) for x in f1],
             "support": [int(x) for x in support],
-            "confusion_matrix": confusion_matrix(references, predictions, labels=labels).tolist(),
+            # n x n cells: above CONFUSION_MATRIX_MAX_CLASSES classes it is left out (None), never allocated
+            "confusion_matrix": (confusion_matrix(references, predictions, labels=labels).tolist()
+                                 if len(labels) <= CONFUSION_MATRIX_MAX_CLASSES else None),
             "balanced_accuracy": float(balanced_accuracy_score(references, predictions)) if references else 0.0,
             "balanced_macro_f1": float(f1_score(references, predictions, labels=labels, average="macro",
                                                 zero_division=0,

@@ -18,6 +18,7 @@ import datasets
 import evaluate
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+CONFUSION_MATRIX_MAX_TAGS = 500  # a larger confusion matrix is None (n x n cells)
 _DESCRIPTION = "Token accuracy, macro/weighted F1 over tags, per-tag scores, and entity-level P/R/F1 for BIO tags."
 _KWARGS_DESCRIPTION = """
 Args:
@@ -122,11 +123,12 @@ class SkewtuneTokenClassification(evaluate.Metric):
             macro = f1_score(flat_gold, flat_pred, labels=present, average="macro", zero_division=0) if present else 0.0
             weighted = f1_score(flat_gold, flat_pred, labels=order, average="weighted", zero_division=0)
             accuracy = accuracy_score(flat_gold, flat_pred)
-            matrix = confusion_matrix(flat_gold, flat_pred, labels=order).tolist()
+            matrix = (confusion_matrix(flat_gold, flat_pred, labels=order).tolist()
+                      if len(order) <= CONFUSION_MATRIX_MAX_TAGS else None)
         else:
             precision = recall = f1 = support = [0.0] * len(order)
             macro = weighted = accuracy = 0.0
-            matrix = [[0] * len(order) for _ in order]
+            matrix = [[0] * len(order) for _ in order] if len(order) <= CONFUSION_MATRIX_MAX_TAGS else None
         out = {
             "accuracy": float(accuracy),
             "macro_f1": float(macro),
