@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sklearn.model_selection import train_test_split
-
 from skewtune.data import pattern3
 from skewtune.data.readers import (
     _is_missing,
@@ -155,6 +153,10 @@ def _split(*arrays, whole: list[str] | None = None, **kwargs):
     ``whole``: the labels of the full data, named in the message (the failing call may see a held-out part only).
     """
     try:
+        # lazy: scikit-learn's import is the slowest step of reading a data file, and a bad file is reported
+        # before any split (one command's error path, and the fetch script, stay fast)
+        from sklearn.model_selection import train_test_split
+
         return train_test_split(*arrays, **kwargs)
     except ValueError as exc:
         labels = whole if whole is not None else arrays[-1]
