@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = ["ABSOLUTE_POSITIONS", "BACKBONES", "HEAD_TASKS", "QUANT_MODES", "BackboneSpec", "base_fingerprint",
-           "check_max_length", "check_safetensors_weights", "head_module_names", "load_backbone", "position_limit", "load_backbone_with_head", "load_tokenizer", "quantization_config", "resolve_backbone",
+           "check_max_length", "check_safetensors_weights", "head_module_names", "load_backbone", "position_limit", "load_backbone_with_head", "load_tokenizer", "quantization_config", "sharded_launch", "resolve_backbone",
            "set_backbone_dropout"]
 
 
@@ -106,8 +106,27 @@ HEAD_TASKS: dict[str, type] = {
 MLM_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")  # encoders whose MLM head (cls / lm_head) we can train
 
 
-def quantization_config(quant: str, skip_modules: list[str]) -> BitsAndBytesConfig | None:
-    """bitsandbytes config: LLM.int8 (8bit) or NF4 + double quantization (4bit, QLoRA)."""
+def sharded_launch() -> bool:
+    """True when ``accelerate launch`` was given an FSDP or DeepSpeed ZeRO-3 config (it exports
+    ``ACCELERATE_USE_FSDP=true``, or ``ACCELERATE_USE_DEEPSPEED=true`` with ``ACCELERATE_DEEPSPEED_ZERO_STAGE=3``)
+    and a CUDA GPU is present: Accelerate enables FSDP/DeepSpeed only for GPU (and other accelerator) runs; on CPU
+    the flags are ignored and the run is plain DDP over gloo."""
+    env = os.environ
+    fsdp = env.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    zero3 = (env.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+             and env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
+    return (fsdp or zero3) and torch.cuda.is_available()
+
+
+def quantization_config(quant: str, skip_modules: list[str], *,
+                        quant_storage: torch.dtype | None = None) -> BitsAndBytesConfig | None:
+    """bitsandbytes config: LLM.int8 (8bit) or NF4 + double quantization (4bit, QLoRA).
+
+    ``quant_storage``: dtype the packed NF4 bytes are stored as (``bnb_4bit_quant_storage``); None: the compute
+    dtype under an FSDP or ZeRO-3 launch on GPU (:func:`sharded_launch`; both shard floating-point tensors only,
+    and FSDP's bf16 mixed precision would cast any other float storage, corrupting the packed weights), else
+    bitsandbytes' default ``uint8``.
+    """
     if quant not in QUANT_MODES:
         raise ConfigError(f"unknown quant mode '{quant}'", f"use one of: {', '.join(QUANT_MODES)}")
     if quant == "none":
@@ -115,12 +134,16 @@ def quantization_config(quant: str, skip_modules: list[str]) -> BitsAndBytesConf
     if quant == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)
     compute_dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    if quant_storage is None and sharded_launch():
+        quant_storage = compute_dtype
+    storage: dict[str, Any] = {} if quant_storage is None else {"bnb_4bit_quant_storage": quant_storage}
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
         llm_int8_skip_modules=skip_modules,
+        **storage,
     )
 
 

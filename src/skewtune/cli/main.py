@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "skewtune.cli.backbones",
     "skewtune.cli.hub",
     "skewtune.cli.merge",
+    "skewtune.cli.plan",
 ]
 
 
@@ -116,6 +117,12 @@ def _unexpected_line(exc: BaseException) -> str:
     if isinstance(exc, RecursionError):
         return ("error: an input is nested too deeply (RecursionError: maximum recursion depth exceeded) "
                 "(fix: flatten the input; rerun with --debug for the traceback)")
+    if isinstance(exc, RuntimeError) and "torch.distributed" in sys.modules:  # a lost peer outside the training loop
+        from skewtune.training.engine import distributed_failure
+
+        lost = distributed_failure(exc)
+        if lost is not None:
+            return lost.one_line()
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")[:300]
     text = f"error: unexpected {type(exc).__name__}" + (f": {first}" if first else "") + f" (fix: {BUG_HINT})"
     return " ".join(text.split())

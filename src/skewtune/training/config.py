@@ -86,6 +86,7 @@ class TrainConfig:
     per_device_eval_batch_size: int = 256  # rows per batch when scoring validation and test
     max_tokens_per_batch: int | None = None  # token budget per length-grouped training batch instead of a fixed row count; none: off
     gradient_accumulation_steps: int = 1  # batches per optimizer step
+    gradient_checkpointing: bool = False  # keep only each block's input and recompute its activations in the backward pass: less memory (see skewtune plan), slower steps
     lr_scheduler_type: str = choice("linear", SCHEDULERS, "lr_scheduler_type")  # learning-rate decay after the warmup
     warmup_ratio: float = 0.06  # share of the optimizer steps spent warming the learning rate up from 0, in [0, 1)
     max_grad_norm: float = 1.0  # clip the gradient norm to this (0: no clipping)
@@ -111,6 +112,7 @@ class TrainConfig:
     baselines: bool = True  # compute majority and TF-IDF+LR baselines on the same splits
     report_plots: bool = True  # write confusion_matrix.png
     num_threads: str | None = "auto"  # torch threads per process on CPU; auto: the CPUs free of other jobs (affinity, cgroup quota, current load) ÷ local processes, logged at start; or a number (env SKEWTUNE_NUM_THREADS works too)
+    ddp_timeout: int = 1800  # seconds a process of a multi-process (multi-machine) run waits for the others at a collective (gradient all-reduce, barrier) before it stops with an error naming the lost peer
 
     def loss_kwargs(self) -> dict[str, Any]:
         """``--loss_options`` as keywords of the loss."""
@@ -144,7 +146,7 @@ class TrainConfig:
         resolve_quantize_embeddings(self.quant, self.quantize_embeddings)
         self.learning_rate_value()
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "max_length", "lora_r"):
+                     "max_length", "lora_r", "ddp_timeout"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be ≥ 1, got {getattr(self, name)}", f"pass a positive --{name}")
         if self.num_train_epochs <= 0 and not self.max_steps:

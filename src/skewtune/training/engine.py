@@ -18,10 +18,13 @@ for each optimizer step, so the schedule is built for ``T · P`` steps with ``�
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import math
 import os
+import re
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,13 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from skewtune.data.batching import LengthGroupedBatchSampler
-from skewtune.errors import ConfigError, TrainingError, TrainingInterrupted
+from skewtune.errors import ConfigError, SkewtuneError, TrainingError, TrainingInterrupted
 from skewtune.inference.logits import logits_of
 from skewtune.training import checkpoint as ckpt
 from skewtune.training.state import FitState
@@ -252,20 +255,67 @@ def resolve_mixed_precision(requested: str) -> str:
 
 
 def build_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str = "auto",
-                      num_threads: int | str | None = None) -> Accelerator:
-    """The run's Accelerator, with CPU DDP where ``accelerate launch``/torchrun started several CPU processes."""
+                      num_threads: int | str | None = None, ddp_timeout: float | None = None) -> Accelerator:
+    """The run's Accelerator, with CPU DDP where ``accelerate launch``/torchrun started several CPU processes
+    (on one machine or many). ``ddp_timeout``: seconds a collective (all-reduce, barrier) waits for the other
+    processes before it fails (None: torch's default, 30 minutes); a failed collective becomes
+    :func:`distributed_failure`'s one-line error."""
+    if ddp_timeout is not None and not ddp_timeout > 0:
+        raise ConfigError(f"--ddp_timeout must be > 0 seconds, got {ddp_timeout}", "pass e.g. --ddp_timeout 600")
     # `accelerate launch --multi_gpu` (torchrun) on a machine without GPUs: accelerate only forms a gloo
     # process group (MULTI_CPU) when asked for the CPU, otherwise every worker silently trains alone.
     cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    handlers: list[Any] = [DistributedDataParallelKwargs(find_unused_parameters=False)]
+    if ddp_timeout is not None:
+        handlers.append(InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=float(ddp_timeout))))
     accelerator = Accelerator(
         cpu=cpu_ddp,
         gradient_accumulation_steps=gradient_accumulation_steps,
         mixed_precision=resolve_mixed_precision(mixed_precision),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
+        kwargs_handlers=handlers,
     )
     # logged when training starts (pipeline.train), so that an error before it stays the run's only line
     accelerator.thread_choice = configure_threads(accelerator, num_threads, log=False)
     return accelerator
+
+
+# what torch.distributed's backends say when a peer process is gone or silent (gloo, NCCL, the TCP store)
+_PEER_LOST = re.compile(r"connection (closed|reset|refused)|broken pipe|timed out|timeout|peer|socket|"
+                        r"nccl|gloo|unhandled system error|remote process exited|store", re.IGNORECASE)
+_PEER_ADDRESS = re.compile(r"\[([0-9a-fA-F.:]*[0-9a-fA-F])\]:(\d{1,5})\b")  # gloo: [127.0.0.1]:15520
+
+
+def distributed_failure(exc: BaseException) -> TrainingError | None:
+    """The one-line :class:`TrainingError` for a collective that failed because another process of a
+    multi-process run is gone (killed, crashed, its machine lost) or silent past ``--ddp_timeout``; None when
+    ``exc`` is something else (or no process group is running).
+
+    Names this process (rank, host) and the lost peer: the other rank of a two-process run, and the address the
+    backend reports where it reports one.
+    """
+    if not isinstance(exc, RuntimeError):  # DistBackendError, DistNetworkError, DistStoreError are RuntimeErrors
+        return None
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    text = " ".join(str(exc).split())
+    if not (isinstance(exc, dist.DistError) or _PEER_LOST.search(text)):
+        return None
+    rank, world = dist.get_rank(), dist.get_world_size()
+    peer = f"rank {1 - rank}" if world == 2 else f"one of the other {world - 1} processes"
+    address = _PEER_ADDRESS.search(text)
+    if address:
+        peer += f" at {address.group(1)}:{address.group(2)}"
+    timed_out = re.search(r"timed out|timeout", text, re.IGNORECASE) is not None
+    how = "did not answer within --ddp_timeout" if timed_out else "stopped"
+    # the backend's own words without its source location ("[…/gloo/…/pair.cc:537] Read error …")
+    cause = re.sub(r"^\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*", "", text).split(". ")[0][:200] or type(exc).__name__
+    slow = "; if it is only slow (a long step, evaluation or save on one machine), raise --ddp_timeout" if timed_out else ""
+    return TrainingError(
+        f"lost {peer}: it {how} during a collective of this {world}-process run (this is rank {rank} on "
+        f"{socket.gethostname()}; {type(exc).__name__}: {cause})",
+        "see that process's log (killed, out of memory, machine or network lost), then start the same command "
+        f"on every machine again: it resumes from the last checkpoint in --output_dir{slow}")
 
 
 def batch_loader(dataset: Dataset, lengths: list[int], batch_size: int, collate: Callable[[list[Any]], Any], *,
@@ -349,7 +399,7 @@ def train_module(
             _save(accelerator, checkpoints, clock(s))
 
     try:
-        with _graceful_interrupt(accelerator, checkpoints, lambda: clock(state), interrupt):
+        with _distributed_errors(), _graceful_interrupt(accelerator, checkpoints, lambda: clock(state), interrupt):
             state = _fit(model=prepared, optimizer=optimizer, scheduler=scheduler, loader=prepared_loader,
                          batch_sampler=batch_sampler, accelerator=accelerator, loss_fn=loss_fn, plan=plan,
                          max_grad_norm=opt.max_grad_norm, state=state, on_step_end=step_end,
@@ -358,6 +408,20 @@ def train_module(
         _release(accelerator, optimizer, prepared_loader, scheduler, *([prepared] if release_model else []))
     clock(state)
     return TrainResult(model=prepared, state=state, plan=plan, seconds=time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _distributed_errors() -> Iterator[None]:
+    """A collective that failed because a peer process is lost becomes :func:`distributed_failure`'s error
+    (also when a checkpoint save wrapped it as an :class:`OutputError`)."""
+    try:
+        yield
+    except (RuntimeError, SkewtuneError) as exc:
+        cause = exc if isinstance(exc, RuntimeError) else exc.__cause__
+        error = distributed_failure(cause) if cause is not None else None
+        if error is None:
+            raise
+        raise error from exc
 
 
 def _save(accelerator: Accelerator, checkpoints: Checkpointing, state: FitState) -> Path:
@@ -507,6 +571,6 @@ def _graceful_interrupt(accelerator: Accelerator, checkpoints: Checkpointing | N
 
 __all__ = [
     "Checkpointing", "FitState", "Optimization", "StepPlan", "TrainResult", "batch_loader",
-    "build_accelerator", "choose_threads", "configure_threads", "plan_steps", "resolve_mixed_precision", "train_module",
+    "build_accelerator", "choose_threads", "configure_threads", "distributed_failure", "plan_steps", "resolve_mixed_precision", "train_module",
     "trainable_parameters",
 ]

@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from skewtune.backbones import (
     resolve_backbone,
 )
 from skewtune.backbones.modes import resolve_quantize_embeddings
+from skewtune.backbones.quant import prepare_for_kbit_training
 from skewtune.backbones.registry import (  # noqa: F401  (ABSOLUTE_POSITIONS: re-exported)
     ABSOLUTE_POSITIONS,
     check_max_length,
@@ -71,6 +73,7 @@ from skewtune.training.engine import (
 )
 from skewtune.training.lr_finder import PLOT_NAME as LR_PLOT_NAME
 from skewtune.training.lr_finder import find_learning_rate
+from skewtune.training.memory import memory_warning
 from skewtune.training.state import FitState
 from skewtune.utils.io import (
     _os_error,
@@ -133,7 +136,8 @@ def config_fingerprint(cfg: TrainConfig) -> str:
     """Hash of the settings that must match for a checkpoint to be resumed."""
     keep = {k: v for k, v in cfg.to_dict().items() if k not in (
         "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "report_plots", "baselines",
-        "checkpoint_every_steps", "keep_checkpoints", "on_nan", "eval_every_epoch", "num_threads")}
+        "checkpoint_every_steps", "keep_checkpoints", "on_nan", "eval_every_epoch", "num_threads", "ddp_timeout",
+        "gradient_checkpointing")}  # checkpointing changes memory, not results: a resume may switch it
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -249,7 +253,8 @@ def hold_output_dir(output_dir: Path, command: str | None = None) -> Iterator[Ou
 def accelerator_for(cfg: TrainConfig) -> Accelerator:
     """The run's Accelerator from its flags (accumulation, mixed precision)."""
     threads = None if cfg.num_threads is None or str(cfg.num_threads).lower() == "auto" else int(cfg.num_threads)
-    return build_accelerator(cfg.gradient_accumulation_steps, cfg.mixed_precision, num_threads=threads)
+    return build_accelerator(cfg.gradient_accumulation_steps, cfg.mixed_precision, num_threads=threads,
+                             ddp_timeout=getattr(cfg, "ddp_timeout", None))
 
 
 def prepare(cfg: TrainConfig, recipe: str = "train", task: Task | None = None, splits: Any = None) -> Run:
@@ -285,6 +290,13 @@ def _prepare_locked(cfg: TrainConfig, recipe: str, task: Task, splits: Any, outp
     spec = resolve_backbone(cfg.backbone)
     check_output_reads(cfg, output_dir, backbone_path=spec.path)
     accelerator = accelerator_for(cfg)
+    if (config_file := Path(spec.path) / "config.json").is_file():  # a local folder: check before the weights load
+        with contextlib.suppress(ValueError, OSError):
+            local_config = json.loads(config_file.read_text(encoding="utf-8"))
+            if isinstance(local_config, dict):
+                check_max_length(cfg.max_length, SimpleNamespace(**local_config), spec.name)
+    if accelerator.is_main_process and (line := memory_warning(spec.path, cfg)):
+        logger.warning("%s", line)  # the estimate of `skewtune plan`; training goes on
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(spec)
     tokenized = {split: task.tokenize(cfg, tokenizer, splits, split) for split in ("train", "validation", "test")}
@@ -293,6 +305,8 @@ def _prepare_locked(cfg: TrainConfig, recipe: str, task: Task, splits: Any, outp
                           quant=cfg.quant, quantize_embeddings=quantize_embeddings)
     if cfg.backbone_dropout is not None:
         set_backbone_dropout(model, cfg.backbone_dropout)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model, quantized=cfg.quant != "none")
     check_max_length(cfg.max_length, model.config, spec.name)
     heads = [h.split(".")[0] for h in head_module_names(model.config.model_type, task.name)]
     present = {name.split(".")[-1] for name, _ in model.named_modules()}
@@ -305,7 +319,26 @@ def _prepare_locked(cfg: TrainConfig, recipe: str, task: Task, splits: Any, outp
     collator = PaddingCollator(tokenizer.pad_token_id, padding_side=getattr(tokenizer, "padding_side", "right"))
     return Run(cfg=cfg, recipe=recipe, task=task, output_dir=output_dir, accelerator=accelerator, splits=splits,
                spec=spec, tokenizer=tokenizer, model=model, tokenized=tokenized, collator=collator,
-               resume_dir=resume_dir, metrics={"quantize_embeddings": quantize_embeddings}, lock=lock)
+               resume_dir=resume_dir, lock=lock,
+               metrics={"quantize_embeddings": quantize_embeddings, "gradient_checkpointing": cfg.gradient_checkpointing})
+
+
+def enable_gradient_checkpointing(model: Any, quantized: bool) -> None:
+    """Non-reentrant gradient checkpointing on the backbone's blocks (before the adapter wraps it), in place.
+
+    Activation memory per block falls from ``B·T·h·f`` (everything autograd keeps) to the block input ``B·T·h``; the
+    backward pass reruns each block's forward. Quantized backbones go through
+    :func:`~skewtune.backbones.quant.prepare_for_kbit_training`. The input embeddings' output requires grad so the
+    recomputed blocks see a graph even when only deep layers are adapted. Exact: losses equal the plain run's.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"the {type(model).__name__} backbone does not support gradient checkpointing",
+                          "drop --gradient_checkpointing")
+    if quantized:
+        prepare_for_kbit_training(model, gradient_checkpointing=True)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
 
 
 def check_imbalance_names(cfg: TrainConfig) -> None:

@@ -66,8 +66,8 @@ def launched_by_accelerate(pid: int | None = None) -> bool:
     except OSError:
         return False
     names = [Path(a.decode(errors="replace")).name for a in argv if a]
-    return "launch" in names and any(n in ("accelerate", "accelerate.commands.launch") or n.startswith("accelerate")
-                                     for n in names)
+    # `accelerate launch …` (console script) or `python -m accelerate.commands.launch …`
+    return "accelerate.commands.launch" in names or ("launch" in names and any(n.startswith("accelerate") for n in names))
 
 
 def end_accelerate_launcher(exit_code: int | None) -> bool:
