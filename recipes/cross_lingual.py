@@ -40,28 +40,34 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from skewtune.cli.main import ArgumentParser, run_guarded
-from skewtune.crosslingual.languages import (
+from skewtune.utils.console import end_accelerate_launcher, quiet_libraries
+
+if __name__ == "__main__":
+    # before the imports below: they import peft → bitsandbytes, which logs its CPU kernel lookup while importing
+    quiet_libraries()
+
+import torch  # noqa: E402
+
+from skewtune.crosslingual.languages import (  # noqa: E402
     LANGUAGE_NAMES,
     SOURCE_LANGUAGE,
     TASK_CORPORA,
     check_task,
     parse_languages,
 )
-from skewtune.crosslingual.scoring import add_language_split, k_shot_score, score
-from skewtune.crosslingual.stack import activate, attach_language_adapter, detach_language_adapter
-from skewtune.data import pattern3
-from skewtune.data.datasets import Splits, normalise_for_dedup
-from skewtune.data.tokens import deduplicate_sentences, make_token_splits
-from skewtune.errors import ConfigError, DataError
-from skewtune.inference.precision import NATIVE_BF16_UNITS
-from skewtune.tasks import TokenClassification
-from skewtune.training import add_config_arguments, config_from_args
-from skewtune.training.config import TokenTrainConfig, TrainConfig
-from skewtune.training.pipeline import Run, finish_metrics, peak_rss_mb, prepare, save_outputs, train
-from skewtune.utils.io import atomic_write_json
+from skewtune.crosslingual.scoring import add_language_split, k_shot_score, score  # noqa: E402
+from skewtune.crosslingual.stack import activate, attach_language_adapter, detach_language_adapter  # noqa: E402
+from skewtune.data import pattern3  # noqa: E402
+from skewtune.data.datasets import Splits, normalise_for_dedup  # noqa: E402
+from skewtune.data.tokens import deduplicate_sentences, make_token_splits  # noqa: E402
+from skewtune.errors import ConfigError, DataError  # noqa: E402
+from skewtune.inference.precision import NATIVE_BF16_UNITS  # noqa: E402
+from skewtune.tasks import TokenClassification  # noqa: E402
+from skewtune.training import add_config_arguments, config_from_args  # noqa: E402
+from skewtune.training.config import TokenTrainConfig, TrainConfig  # noqa: E402
+from skewtune.training.pipeline import Run, finish_metrics, peak_rss_mb, prepare, save_outputs, train  # noqa: E402
+from skewtune.utils.io import atomic_write_json  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------ settings
 TASK_METRIC = {"sentiment": "accuracy", "upos": "accuracy"}
@@ -699,4 +705,10 @@ def rounded(value: Any, digits: int = 4) -> Any:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except SystemExit as stop:  # a bad flag: the parser's one line, exit 2
+        code = stop.code
+    # under `accelerate launch`: end with the one error line, not accelerate's CalledProcessError traceback
+    end_accelerate_launcher(code)
+    sys.exit(code)

@@ -22,9 +22,15 @@ import sys
 from typing import Any
 
 from skewtune.cli.main import ArgumentParser, run_guarded
-from skewtune.fewshot import FewShotConfig, runner
-from skewtune.training import add_config_arguments, config_from_args
-from skewtune.training.pipeline import hold_output_dir
+from skewtune.utils.console import end_accelerate_launcher, quiet_libraries
+
+if __name__ == "__main__":
+    # before the imports below: they import peft → bitsandbytes, which logs its CPU kernel lookup while importing
+    quiet_libraries()
+
+from skewtune.fewshot import FewShotConfig, runner  # noqa: E402
+from skewtune.training import add_config_arguments, config_from_args  # noqa: E402
+from skewtune.training.pipeline import hold_output_dir  # noqa: E402
 
 # --quick: a smoke run (checks that the recipe runs end to end; its scores are not measurements), applied to the
 # settings the command line does not give. About a minute on 2 cores (README: measured figure).
@@ -78,4 +84,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except SystemExit as stop:  # a bad flag: the parser's one line, exit 2
+        code = stop.code
+    # under `accelerate launch`: end with the one error line, not accelerate's CalledProcessError traceback
+    end_accelerate_launcher(code)
+    sys.exit(code)

@@ -168,10 +168,11 @@ def _last_line(text: str) -> str:
 
 
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate's CLI is not installed")
-def test_accelerate_launch_error_ends_with_the_one_line(tmp_path: Path) -> None:
-    """`accelerate launch recipes/lora_sentiment.py --lora_dropout 1.5`: the last line is the error, no traceback
+@pytest.mark.parametrize("recipe", ["lora_sentiment", "few_shot", "cross_lingual"])
+def test_accelerate_launch_error_ends_with_the_one_line(recipe: str, tmp_path: Path) -> None:
+    """`accelerate launch recipes/<recipe>.py --lora_dropout 1.5`: the last line is the error, no traceback
     (accelerate's CalledProcessError), no bitsandbytes kernel lines; accelerate exits 143 (its SIGTERM path)."""
-    proc = subprocess.run(["accelerate", "launch", str(REPO / "recipes" / "lora_sentiment.py"), "--lora_dropout", "1.5"],
+    proc = subprocess.run(["accelerate", "launch", str(REPO / "recipes" / f"{recipe}.py"), "--lora_dropout", "1.5"],
                           capture_output=True, text=True, cwd=tmp_path, env=_clean_env(), timeout=300)
     assert _last_line(proc.stderr) == "error: --lora_dropout must be in [0, 1), got 1.5 (fix: pass e.g. 0.1)"
     assert "Traceback" not in proc.stderr and "CalledProcessError" not in proc.stderr
