@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from skewtune.cli.main import ArgumentParser, run_guarded
-from skewtune.utils.console import end_accelerate_launcher, quiet_libraries
+from skewtune.utils.console import quiet_libraries, recipe_exit_code
 
 if __name__ == "__main__":
     # before the imports below: they import peft → bitsandbytes, which logs its CPU kernel lookup while importing
@@ -190,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, command: str) -> int:
     from skewtune.backbones import resolve_backbone
     from skewtune.training.pipeline import hold_output_dir
-    from skewtune.utils.console import quiet_libraries
     from skewtune.utils.io import check_writable_dir
 
     started = time.perf_counter()
@@ -705,10 +704,6 @@ def rounded(value: Any, digits: int = 4) -> Any:
 
 
 if __name__ == "__main__":
-    try:
-        code = main()
-    except SystemExit as stop:  # a bad flag: the parser's one line, exit 2
-        code = stop.code
-    # under `accelerate launch`: end with the one error line, not accelerate's CalledProcessError traceback
-    end_accelerate_launcher(code)
-    sys.exit(code)
+    # a bad flag is the parser's one line (exit 2); under `accelerate launch` the output ends with that line, not
+    # accelerate's CalledProcessError traceback
+    sys.exit(recipe_exit_code(main))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from skewtune.cli.main import ArgumentParser, run_guarded
-from skewtune.utils.console import end_accelerate_launcher, quiet_libraries
+from skewtune.utils.console import quiet_libraries, recipe_exit_code
 
 if __name__ == "__main__":
     # before the import below: it imports peft → bitsandbytes, which logs its CPU kernel lookup while importing
@@ -65,10 +65,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        code = main()
-    except SystemExit as stop:  # a bad flag: the parser's one line, exit 2
-        code = stop.code
-    # under `accelerate launch`: end with the one error line, not accelerate's CalledProcessError traceback
-    end_accelerate_launcher(code)
-    sys.exit(code)
+    # a bad flag is the parser's one line (exit 2); under `accelerate launch` the output ends with that line, not
+    # accelerate's CalledProcessError traceback
+    sys.exit(recipe_exit_code(main))

@@ -8,8 +8,7 @@ must not import torch, transformers and peft.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from skewtune.utils.lazy import lazy_exports
 
 _LAZY = {
     "ADAPTERS": "registry", "AdapterSettings": "base", "default_target_modules": "base",
@@ -20,7 +19,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"skewtune.adapters.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'skewtune.adapters' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -20,7 +20,7 @@ import yaml
 
 from skewtune.errors import AdapterError
 from skewtune.utils.fingerprint import base_fingerprint
-from skewtune.utils.io import atomic_write_json, sha256_file
+from skewtune.utils.io import atomic_write_json, json_default, sha256_file
 from skewtune.version import __version__
 
 MANIFEST_NAME = "skewtune.json"
@@ -76,21 +76,11 @@ def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> dict[str, An
     data.setdefault("created_at", now_iso())
     data["files"] = file_hashes(folder)
     data.pop(MANIFEST_HASH_KEY, None)
-    data = json.loads(json.dumps(data, default=_plain))  # the values as they will read back (numpy scalars, paths)
+    data = json.loads(json.dumps(data, default=json_default))  # the values as they will read back (numpy scalars, paths)
     validate_manifest(data, folder / MANIFEST_NAME)
     data[MANIFEST_HASH_KEY] = manifest_digest(data)
     atomic_write_json(folder / MANIFEST_NAME, data)
     return data
-
-
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def parse_manifest(raw: bytes, where: str | Path) -> dict[str, Any]:

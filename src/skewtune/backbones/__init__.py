@@ -9,8 +9,7 @@ validation (``modes.py``) and the hub's light commands must not import torch and
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from skewtune.utils.lazy import lazy_exports
 
 _LAZY = {
     "BACKBONES": "registry", "BackboneSpec": "base", "quiet_loading": "base", "base_fingerprint": "registry",
@@ -23,7 +22,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"skewtune.backbones.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'skewtune.backbones' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

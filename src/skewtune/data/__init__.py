@@ -6,8 +6,7 @@ script, ``skewtune.data.readers`` for predict's inputs) must not import torch (b
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from skewtune.utils.lazy import lazy_exports
 
 _LAZY = {
     "DATASETS": "datasets", "Splits": "datasets", "load_dataset_splits": "datasets", "read_table": "readers",
@@ -18,7 +17,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"skewtune.data.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'skewtune.data' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

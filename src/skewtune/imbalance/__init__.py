@@ -11,8 +11,7 @@ must not pull in imbalanced-learn and scikit-learn through the samplers.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from skewtune.utils.lazy import lazy_exports
 
 _LAZY = {
     **dict.fromkeys(["AUGMENTERS", "AugmentedRows", "EmbeddingSynonyms", "FilteredSynonyms", "MobySynonyms", "PolarityGuard", "augment_minority", "build_augmenter", "contextual_substitution", "eda", "embedding_synonyms", "synonyms_from_model"], "augment"),
@@ -25,7 +24,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"skewtune.imbalance.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'skewtune.imbalance' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -6,15 +6,11 @@ must not pull in peft through the predictor (a data error should surface before 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from skewtune.utils.lazy import lazy_exports
 
 _LAZY = {"AdapterClassifier": "predictor", "load_adapter": "predictor", "read_inputs": "predictor"}
 
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"skewtune.inference.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'skewtune.inference' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -7,10 +7,8 @@ transformers, peft and bitsandbytes.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from skewtune.training.config import TokenTrainConfig, TrainConfig, add_config_arguments, config_from_args
+from skewtune.utils.lazy import lazy_exports
 
 _LAZY = {
     "Checkpointing": "engine", "Optimization": "engine", "TrainResult": "engine", "batch_loader": "engine",
@@ -22,7 +20,4 @@ _LAZY = {
 __all__ = ["TokenTrainConfig", "TrainConfig", "add_config_arguments", "config_from_args", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"skewtune.training.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'skewtune.training' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

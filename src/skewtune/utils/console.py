@@ -11,6 +11,7 @@ import struct
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 try:  # POSIX only: the unread bytes of the stderr pipe (end_accelerate_launcher)
@@ -101,3 +102,16 @@ def _unread_bytes(stream) -> int:
         return struct.unpack("i", fcntl.ioctl(stream.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
     except (OSError, ValueError, AttributeError):
         return 0
+
+
+def recipe_exit_code(main: Callable[[], int | None]) -> int:
+    """Run a recipe's ``main`` and return its exit status for ``sys.exit``: a bad flag's ``SystemExit`` (the
+    parser's one line, status 2) becomes that status, and under ``accelerate launch`` the launcher is ended after the
+    one error line (:func:`end_accelerate_launcher`). For a recipe's ``__main__`` block only."""
+    try:
+        code = main()
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+    code = int(code or 0)
+    end_accelerate_launcher(code)
+    return code
