@@ -123,9 +123,10 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"LoRA r=8 (attention), batch {s['batch']} × {s['max_length']} tokens (every row truncated to full length), "
         f"{s['steps']} optimizer steps, each row a fresh `skewtune train` process. Peak RSS: `ru_maxrss` of that "
-        "process (loading included); samples/s from its metrics.json (shared 2-core CPU: noisy); estimate: "
+        "process (loading included); samples/s from its metrics.json (3 steps: indicative only); estimate: "
         "`skewtune plan` for the same settings, error = (estimate − measured) / measured; the planner's five "
-        "constants were fitted on the rows of this table (`--fit`), the held-out rows below were not. Runtime "
+        "constants were fitted (`--fit`) on a measurement of the settings of this table (an earlier run of this "
+        "benchmark: the current rows are a re-measurement); the held-out settings below were never fitted. Runtime "
         f"baseline (imports only): {result['baseline_rss_mb']:.0f} MB.",
         "",
         "| backbone | quant | checkpointing | peak RSS MB | samples/s | plan MB | plan error |",
@@ -142,7 +143,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [_table_line(r, shape=True) for r in held_out]
     fitted = max(abs(r["error"]) for r in result["rows"] if r.get("fitted", True))
     held = max((abs(r["error"]) for r in held_out), default=0.0)
-    lines += ["", f"Largest planner error: {100 * fitted:.1f}% on the table the constants were fitted on, "
+    lines += ["", f"Largest planner error: {100 * fitted:.1f}% on the settings the constants were fitted on, "
               f"{100 * held:.1f}% on the held-out rows (bound: 25%; src/skewtune/training/memory.py)."]
     return "\n".join(lines)
 
