@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, tiny_args
+from tests.test_faults import complete_steps, max_weight_diff, recipe_in_process
 
 RECIPE = REPO / "recipes" / "lora_sentiment.py"
 ACCELERATE = Path(sys.executable).parent / "accelerate"  # the console script users run (`accelerate launch`)
@@ -148,35 +149,8 @@ def finish(machines: list[Machine], timeout: float = RUN_TIMEOUT) -> list[int]:
     return codes
 
 
-def checkpoint_steps(out: Path) -> list[int]:
-    try:
-        names = os.listdir(out / "checkpoints")
-    except FileNotFoundError:
-        return []
-    return [int(n.split("-")[1]) for n in names if re.fullmatch(r"step-\d+", n)]
-
-
 def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("error:")]
-
-
-def adapter_diff(a: Path, b: Path) -> float:
-    from safetensors.torch import load_file
-
-    ta = load_file(str(a / "adapter" / "adapter_model.safetensors"))
-    tb = load_file(str(b / "adapter" / "adapter_model.safetensors"))
-    assert ta.keys() == tb.keys()
-    return max((ta[k].double() - tb[k].double()).abs().max().item() for k in ta)
-
-
-def recipe_in_process(argv: list[str]) -> int:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("lora_sentiment_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module.main(argv)
 
 
 @dataclass
@@ -226,13 +200,13 @@ def test_two_machines_over_loopback_train_one_averaged_adapter(two_machines: Two
     assert recipe_in_process(run_flags(tiny_bert, toy_csv, single, "--gradient_accumulation_steps", "2")) == 0
     single_metrics = json.loads((single / "metrics.json").read_text())
     assert single_metrics["num_processes"] == 1 and single_metrics["train_steps"] == metrics["train_steps"]
-    diff = adapter_diff(out, single)
+    diff = max_weight_diff(out, single)
     assert diff < 1e-5, diff
     assert metrics["eval_macro_f1"] == pytest.approx(single_metrics["eval_macro_f1"])
     # the comparison has teeth: one process stepping on every batch (no averaging of pairs) differs clearly
     alone = tmp_path / "alone"
     assert recipe_in_process(run_flags(tiny_bert, toy_csv, alone, "--max_steps", "72")) == 0
-    assert adapter_diff(out, alone) > 1e-3
+    assert max_weight_diff(out, alone) > 1e-3
 
     # (c) only the main machine writes: machine 1's working folder stays empty, the output folder holds one run
     # (checkpoints carry every process's RNG state, random_states_<rank>.pkl, saved by that process)
@@ -285,7 +259,7 @@ def test_kill_one_machine_then_rerun_resumes_to_the_same_adapter(victim: int, tw
     dead, survivor = machines[victim], machines[1 - victim]
     # kill the machine (its launcher and worker together) once step 20 of 72 is checkpointed: mid-epoch
     deadline = time.monotonic() + RUN_TIMEOUT
-    while max(checkpoint_steps(out), default=0) < 20:
+    while max(complete_steps(out), default=0) < 20:
         assert time.monotonic() < deadline, survivor.text()[-3000:]
         assert machines[0].proc.poll() is None and machines[1].proc.poll() is None, survivor.text()[-3000:]
         time.sleep(0.01)
@@ -302,7 +276,7 @@ def test_kill_one_machine_then_rerun_resumes_to_the_same_adapter(victim: int, tw
     assert re.match(rf"error: lost rank {victim} .*\(fix: .*resumes from the last checkpoint", lines[0]), lines[0]
     assert "Traceback" not in text and "ChildFailedError" not in text, text[-3000:]
     assert survivor_seconds < 30, survivor_seconds
-    last = max(checkpoint_steps(out))
+    last = max(complete_steps(out))
     assert 20 <= last < 72 and not (out / "adapter").exists()
 
     # rerun both machines with the same commands: resume from the last checkpoint, finish, nothing lost
@@ -310,7 +284,7 @@ def test_kill_one_machine_then_rerun_resumes_to_the_same_adapter(victim: int, tw
     codes = finish(again)
     assert codes == [0, 0], "\n".join(m.text()[-3000:] for m in again)
     assert f"(step {last})" in again[0].text() and "resuming from" in again[0].text()
-    assert adapter_diff(out, two_machines.out) <= WEIGHT_TOL
+    assert max_weight_diff(out, two_machines.out) <= WEIGHT_TOL
     ours = json.loads((out / "metrics.json").read_text())
     reference = json.loads((two_machines.out / "metrics.json").read_text())
     assert ours["train_steps"] == reference["train_steps"] == 72
@@ -326,7 +300,7 @@ def test_a_frozen_machine_is_given_up_on_after_ddp_timeout(tiny_bert: Path, toy_
     machines = start_machines(run_flags(tiny_bert, toy_csv, out, "--ddp_timeout", "8"), tmp_path, "frozen")
     try:
         deadline = time.monotonic() + RUN_TIMEOUT
-        while max(checkpoint_steps(out), default=0) < 8:
+        while max(complete_steps(out), default=0) < 8:
             assert time.monotonic() < deadline and machines[0].proc.poll() is None, machines[0].text()[-3000:]
             time.sleep(0.01)
         frozen = process_tree(machines[1].proc.pid)
