@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "skewtune.cli.hub",
     "skewtune.cli.merge",
     "skewtune.cli.plan",
+    "skewtune.cli.serve",
 ]
 
 

@@ -18,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "per input row, in order (empty texts are refused, with their count). A shared adapter is fetched "
                     "first with 'skewtune hub pull NAME'.")
     parser.add_argument("--adapter", required=True,
-                        help="adapter folder saved by skewtune (skewtune.json + PEFT files), e.g. runs/x/adapter")
+                        help="adapter folder saved by skewtune (skewtune.json + PEFT files), e.g. runs/x/adapter; "
+                             "with --server, the name the server serves it under")
     parser.add_argument("--input", required=True,
                         help="texts: .txt (one per line), .csv, .tsv, .jsonl, .json or .parquet")
     parser.add_argument("--output", required=True,
@@ -45,6 +46,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--encoding", default="utf-8", help="text encoding of the input file")
     parser.add_argument("--force_base", action="store_true",
                         help="load the adapter even when the backbone's fingerprint differs from the one it records")
+    parser.add_argument("--server", default=None, metavar="URL",
+                        help="send the texts to a running 'skewtune serve' at URL instead of loading the adapter "
+                             "here (same output records; --batch_size texts per request)")
+    parser.add_argument("--api_key", default=None,
+                        help="the server's API key (default: the SKEWTUNE_API_KEY environment variable)")
     parser.set_defaults(func=_run)
 
 
@@ -53,6 +59,8 @@ def _run(args: argparse.Namespace) -> int:
     from skewtune.adapters.io import check_folder_safe, read_manifest
 
     check_output_place(args)
+    if args.server:
+        return _predict_remote(args)
     check_folder_safe(args.adapter)
     manifest = read_manifest(args.adapter)
     bases = [manifest.get(key) for key in ("backbone", "base_path")] if isinstance(manifest, dict) else []
@@ -81,6 +89,33 @@ def _predict(args: argparse.Namespace, manifest: dict) -> int:
                for row, text, pred in zip(inputs.rows, inputs.texts, rows))
     lines = [json.dumps(record, ensure_ascii=False, default=str) for record in records]
     write_predictions(args, "\n".join(lines) + "\n")
+    print(f"wrote {len(rows)} predictions to {args.output}")
+    return 0
+
+
+def _predict_remote(args: argparse.Namespace) -> int:
+    """``--server``: the records of a local prediction, computed by a running ``skewtune serve``."""
+    from skewtune.inference.predictor import prediction_record, read_prediction_inputs
+    from skewtune.serve.client import Client
+    from skewtune.utils.io import check_writable_dir
+    from skewtune.utils.locks import OutputLock
+
+    check_writable_dir(Path(args.output).parent if str(Path(args.output).parent) else ".")
+    with Client(args.server, api_key=args.api_key or os.environ.get("SKEWTUNE_API_KEY"),
+                chunk_size=args.batch_size) as client:
+        served = next((a for a in client.adapters() if a.get("name") == args.adapter), None)
+        if served is None:
+            from skewtune.errors import ConfigError
+
+            raise ConfigError(f"the server at {args.server} serves no adapter named '{args.adapter}'",
+                              "GET /v1/adapters lists them (or load it with POST /v1/adapters)")
+        inputs = read_prediction_inputs(args.input, args.text_column, args.encoding,
+                                        trained_column=served.get("text_column"))
+        with OutputLock(args.output, flag="--output", is_file=True):
+            rows = client.predict(args.adapter, inputs.texts)
+            records = (prediction_record(row, inputs.text_column, text, pred)
+                       for row, text, pred in zip(inputs.rows, inputs.texts, rows))
+            write_predictions(args, "\n".join(json.dumps(r, ensure_ascii=False, default=str) for r in records) + "\n")
     print(f"wrote {len(rows)} predictions to {args.output}")
     return 0
 

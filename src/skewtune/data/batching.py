@@ -36,20 +36,22 @@ class TokenizedSplit:
         return item
 
 
+def truncate_ids(seq: list[int], max_length: int, sep_token_id: int | None) -> list[int]:
+    """``seq`` cut to ``max_length`` tokens, keeping a final separator token (BERT's [SEP]) when it ends one."""
+    if len(seq) <= max_length:
+        return seq
+    last = seq[-1] if sep_token_id is not None and seq[-1] == sep_token_id else None
+    return seq[: max_length - 1] + [last] if last is not None else seq[:max_length]
+
+
 def tokenize_split(
     tokenizer: Any, texts: Sequence[str], labels: Sequence[int] | None = None, max_length: int = 128,
     split_name: str = "data",
 ) -> TokenizedSplit:
     """Tokenise all texts in one fast-tokenizer call; truncation is counted and reported once."""
     encoded = tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
-    truncated = 0
-    ids: list[list[int]] = []
-    for seq in encoded:
-        if len(seq) > max_length:
-            truncated += 1
-            last = seq[-1] if tokenizer.sep_token_id is not None and seq[-1] == tokenizer.sep_token_id else None
-            seq = seq[: max_length - 1] + [last] if last is not None else seq[:max_length]
-        ids.append(seq)
+    ids = [truncate_ids(seq, max_length, tokenizer.sep_token_id) for seq in encoded]
+    truncated = sum(len(seq) > max_length for seq in encoded)
     if truncated:
         logger.warning("%d of %d %s texts are longer than %d tokens and were truncated", truncated, len(ids), split_name, max_length)
     return TokenizedSplit(ids, list(labels) if labels is not None else None, truncated)

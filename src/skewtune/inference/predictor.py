@@ -91,18 +91,8 @@ class AdapterClassifier:
         check_batch_size(batch_size)
         if not texts:
             return []
-        probs = torch.softmax(self.logits(list(texts), batch_size, progress), dim=-1)
-        broken = ~torch.isfinite(probs).all(dim=-1)
-        if bool(broken.any()):  # a broken adapter (e.g. an overflowed merge): refuse rather than write NaN
-            raise AdapterError(
-                f"adapter '{self.manifest.get('name', '?')}' produced non-finite (NaN/inf) probabilities for "
-                f"{int(broken.sum())} of {len(texts)} text(s); nothing was written",
-                "its weights are broken: retrain or re-merge it, or run 'skewtune hub verify' on its source")
-        labels = self.labels
-        return [
-            {"label": labels[int(row.argmax())], "probabilities": {lab: float(p) for lab, p in zip(labels, row)}}
-            for row in probs
-        ]
+        return probability_records(self.logits(list(texts), batch_size, progress), self.labels,
+                                   str(self.manifest.get("name", "?")))
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -133,17 +123,7 @@ def load_adapter(
     if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1):
         raise ConfigError(f"--max_length must be a whole number ≥ 1, got {max_length!r}", "pass e.g. --max_length 128")
     folder = Path(path)
-    check_folder_safe(folder)
-    manifest = read_manifest(folder)
-    if verify:
-        verify_folder(folder, manifest)
-    else:
-        check_manifest_hash(manifest, folder)
-    _check_weights(folder, manifest)
-    try:
-        adapter_config = json.loads((folder / "adapter_config.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise AdapterError(f"{folder}/adapter_config.json is not valid JSON", "re-save the adapter") from exc
+    manifest, adapter_config = open_adapter_folder(folder, verify=verify)
     chosen, task_labels, head_file = select_task(manifest, task, folder)  # before any backbone loads
     if chosen is not None and task is None:
         logger.warning("%s is a multi-task adapter (tasks: %s); predicting its default task '%s' — choose one with "
@@ -158,10 +138,7 @@ def load_adapter(
         mode = "none"
     model = load_backbone(spec, task=task, num_labels=len(id2label), id2label=id2label, quant=mode)
     if max_length is None:  # as trained (128 when unrecorded), within the backbone's positions
-        training = manifest.get("training")
-        trained = training.get("max_length") if isinstance(training, dict) else None
-        max_length = trained if isinstance(trained, int) and not isinstance(trained, bool) and trained >= 1 else 128
-        max_length = min(max_length, position_limit(model.config) or max_length)
+        max_length = trained_max_length(manifest, model.config)
     check_max_length(max_length, model.config, spec.name)  # as training does: beyond the positions is an error
     try:
         model = load_trained_adapter(model, str(folder), is_trainable=False)
@@ -190,6 +167,52 @@ def load_adapter(
     return AdapterClassifier(model=model, tokenizer=tokenizer, id2label=id2label, manifest=manifest,
                              max_length=max_length, decision=decision, device=target,
                              dtype=compute, autocast=autocast, task=chosen)
+
+
+def open_adapter_folder(folder: str | Path, *, verify: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checks every loader runs before a backbone loads; returns ``(manifest, adapter_config)``.
+
+    A safe folder (no links out), a valid manifest whose own hash holds, every file's sha256 (unless
+    ``verify=False``), a readable safetensors table whose classifier rows match ``id2label`` and finite weights.
+    """
+    folder = Path(folder)
+    check_folder_safe(folder)
+    manifest = read_manifest(folder)
+    if verify:
+        verify_folder(folder, manifest)
+    else:
+        check_manifest_hash(manifest, folder)
+    _check_weights(folder, manifest)
+    try:
+        adapter_config = json.loads((folder / "adapter_config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AdapterError(f"{folder}/adapter_config.json is not valid JSON", "re-save the adapter") from exc
+    if not isinstance(adapter_config, dict):
+        raise AdapterError(f"{folder}/adapter_config.json is not a JSON object", "re-save the adapter")
+    return manifest, adapter_config
+
+
+def trained_max_length(manifest: dict[str, Any], config: Any) -> int:
+    """Tokens per text as trained (128 when unrecorded), within the backbone's positions."""
+    training = manifest.get("training")
+    trained = training.get("max_length") if isinstance(training, dict) else None
+    max_length = trained if isinstance(trained, int) and not isinstance(trained, bool) and trained >= 1 else 128
+    return min(max_length, position_limit(config) or max_length)
+
+
+def probability_records(logits: torch.Tensor, labels: list[str], adapter_name: str) -> list[dict[str, Any]]:
+    """``{"label", "probabilities"}`` per row of (decided) logits; non-finite probabilities are an AdapterError."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    broken = ~torch.isfinite(probs).all(dim=-1)
+    if bool(broken.any()):  # a broken adapter (e.g. an overflowed merge): refuse rather than write NaN
+        raise AdapterError(
+            f"adapter '{adapter_name}' produced non-finite (NaN/inf) probabilities for "
+            f"{int(broken.sum())} of {len(logits)} text(s); nothing was written",
+            "its weights are broken: retrain or re-merge it, or run 'skewtune hub verify' on its source")
+    return [
+        {"label": labels[int(row.argmax())], "probabilities": {lab: float(p) for lab, p in zip(labels, row.tolist())}}
+        for row in probs
+    ]
 
 
 HEAD_SUFFIXES = ("classifier.weight", "classifier.bias", "score.weight")

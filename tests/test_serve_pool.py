@@ -1,0 +1,272 @@
+"""skewtune.serve in process: one backbone shared by adapters with different label sets, mixed-adapter forward
+passes equal to one `skewtune predict` model per adapter, DoRA and IA3 beside them, length grouping, the app's
+refusals (TestClient; the real server is tested in tests/test_serve_server.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from skewtune.adapters.io import write_manifest
+from skewtune.backbones import base_fingerprint
+from skewtune.errors import AdapterError, ConfigError
+from skewtune.inference import load_adapter
+from skewtune.serve.batcher import MicroBatcher, _Item, _Job
+from skewtune.serve.pool import AdapterPool, RoutedModule, Router
+
+TEXTS = ["great movie, loved it", "awful food and slow service", "the train leaves at nine",
+         "not bad at all", "terrible, terrible, terrible day " * 6, "ok"]
+
+
+def make_adapter(base: Path, folder: Path, labels: list[str], *, kind: str = "lora", seed: int = 0,
+                 targets: tuple[str, ...] = ("query", "value"), decision: dict | None = None) -> Path:
+    """A peft adapter on the tiny BERT with non-zero (random) weights and a skewtune manifest."""
+    from peft import IA3Config, LoraConfig, TaskType, get_peft_model
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification.from_pretrained(str(base), num_labels=len(labels))
+    if kind == "ia3":
+        config = IA3Config(task_type=TaskType.SEQ_CLS, target_modules=["key", "value", "output.dense"],
+                           feedforward_modules=["output.dense"], init_ia3_weights=False)
+    else:
+        config = LoraConfig(task_type=TaskType.SEQ_CLS, r=4, lora_alpha=8, target_modules=list(targets),
+                            init_lora_weights=False, use_dora=kind == "dora")
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():  # a trained-looking head
+        for name, param in peft_model.named_parameters():
+            if "modules_to_save" in name:
+                param.normal_(0, 0.5)
+    peft_model.save_pretrained(folder)
+    write_manifest(folder, {
+        "name": folder.name, "task_type": "seq_cls", "backbone": str(base), "base_model": "tiny-bert",
+        "base_fingerprint": base_fingerprint(str(base)), "adapter_type": kind, "quant": "none",
+        "id2label": {str(i): lab for i, lab in enumerate(labels)}, "languages": ["en"],
+        "training": {"max_length": 16}, "metrics": {}, "decision": decision, "lineage": None})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("serve-adapters")
+    return {
+        "sent3": make_adapter(tiny_bert, root / "sent3", ["negative", "neutral", "positive"], seed=1),
+        "pol2": make_adapter(tiny_bert, root / "pol2", ["neg", "pos"], seed=2, targets=("query", "key", "dense")),
+        "dora4": make_adapter(tiny_bert, root / "dora4", list("abcd"), kind="dora", seed=3),
+        "ia3": make_adapter(tiny_bert, root / "ia3", ["x", "y"], kind="ia3", seed=4),
+        "decided": make_adapter(tiny_bert, root / "decided", ["neg", "pos"], seed=5,
+                                decision={"method": "logit_bias", "logit_bias": [-3.0, 3.0]}),
+    }
+
+
+def expected(folder: Path, texts: list[str]) -> list[dict]:
+    return load_adapter(folder).predict(texts)
+
+
+def assert_same(got: list[dict], want: list[dict]) -> None:
+    assert [g["label"] for g in got] == [w["label"] for w in want]
+    for g, w in zip(got, want):
+        assert g["probabilities"].keys() == w["probabilities"].keys()
+        for label, p in w["probabilities"].items():
+            assert g["probabilities"][label] == pytest.approx(p, abs=1e-5)
+
+
+def test_mixed_batches_equal_one_model_per_adapter(adapters: dict[str, Path]) -> None:
+    pool = AdapterPool()
+    served = {name: pool.add(folder) for name, folder in adapters.items()}
+    assert len(pool.backbones) == 1  # LoRA, DoRA and the decision-rule adapter share one backbone
+    assert served["ia3"].solo is not None and served["sent3"].solo is None
+    assert served["sent3"].mixable and served["pol2"].mixable and not served["dora4"].mixable
+    assert served["sent3"].lane == served["pol2"].lane != served["dora4"].lane
+    # one forward pass over interleaved rows of three adapters with 3, 2 and 2 labels (one with a decision rule)
+    names = ["sent3", "pol2", "decided"]
+    rows, want = [], {n: expected(adapters[n], TEXTS) for n in [*names, "dora4", "ia3"]}
+    for i, text in enumerate(TEXTS * 2):
+        s = served[names[i % 3]]
+        rows.append((s, pool.encode(s, [text])[0][0]))
+    got = pool.predict_rows(rows)
+    for i, record in enumerate(got):
+        assert_same([record], [want[names[i % 3]][i % len(TEXTS)]])
+    for name in ("dora4", "ia3"):  # their own lanes
+        s = served[name]
+        assert_same(pool.predict_rows([(s, ids) for ids in pool.encode(s, TEXTS)[0]]), want[name])
+    # the decision rule was applied: a bias of +6 logits towards 'pos' makes every text 'pos'
+    assert {r["label"] for r in want["decided"]} == {"pos"}
+
+
+def test_truncation_is_reported_and_matches_predict(adapters: dict[str, Path]) -> None:
+    pool = AdapterPool()
+    s = pool.add(adapters["sent3"])
+    ids, cut = pool.encode(s, TEXTS)
+    assert cut == [4] and max(len(x) for x in ids) == 16  # max_length 16 as trained
+    assert_same(pool.predict_rows([(s, x) for x in ids]), expected(adapters["sent3"], TEXTS))
+
+
+def test_remove_frees_backbone_and_refuses_stale_rows(adapters: dict[str, Path]) -> None:
+    pool = AdapterPool()
+    a, b = pool.add(adapters["sent3"]), pool.add(adapters["pol2"])
+    ids, _ = pool.encode(a, TEXTS[:2])
+    pool.remove("sent3")
+    with pytest.raises(KeyError):
+        pool.predict_rows([(a, ids[0])])
+    assert_same(pool.predict_rows([(b, x) for x in pool.encode(b, TEXTS)[0]]), expected(adapters["pol2"], TEXTS))
+    pool.remove("pol2")
+    assert not pool.backbones and not pool.adapters
+    again = pool.add(adapters["sent3"])  # a fresh backbone after the last one went
+    assert_same(pool.predict_rows([(again, x) for x in pool.encode(again, TEXTS)[0]]), expected(adapters["sent3"], TEXTS))
+
+
+def test_per_adapter_engine_loads_one_model_each(adapters: dict[str, Path]) -> None:
+    pool = AdapterPool(engine="per_adapter")
+    a, b = pool.add(adapters["sent3"]), pool.add(adapters["pol2"])
+    assert a.solo is not None and b.solo is not None and a.lane != b.lane and not pool.backbones
+    assert_same(pool.predict_rows([(a, x) for x in pool.encode(a, TEXTS)[0]]), expected(adapters["sent3"], TEXTS))
+
+
+def test_refusals_leave_the_pool_unchanged(adapters: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    pool = AdapterPool()
+    pool.add(adapters["sent3"])
+    with pytest.raises(ConfigError, match="already loaded"):
+        pool.add(adapters["sent3"])
+    with pytest.raises(ConfigError, match="not allowed"):
+        pool.add(adapters["pol2"], name="../x")
+    tampered = shutil.copytree(adapters["pol2"], tmp_path / "tampered")
+    data = bytearray((tampered / "adapter_model.safetensors").read_bytes())
+    data[-5] ^= 0xFF
+    (tampered / "adapter_model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(AdapterError):
+        pool.add(tampered)
+    from skewtune.adapters.io import read_manifest
+
+    tagger = shutil.copytree(adapters["pol2"], tmp_path / "tagger")
+    manifest = read_manifest(tagger)
+    manifest["task_type"] = "token_cls"
+    write_manifest(tagger, manifest)
+    with pytest.raises(ConfigError, match="text classification"):
+        pool.add(tagger)
+    assert list(pool.adapters) == ["sent3"]
+    with pytest.raises(ConfigError):
+        AdapterPool(engine="fast")
+
+
+def test_routed_module_pads_heads_of_different_widths() -> None:
+    router = Router()
+    routed = RoutedModule(torch.nn.Linear(4, 2), router)
+    routed.copies["a"] = torch.nn.Linear(4, 3)
+    routed.copies["b"] = torch.nn.Linear(4, 1)
+    x = torch.randn(5, 4)
+    router.set(["a", "b", "a", "base", "b"], x.device)
+    out = routed(x)
+    assert out.shape == (5, 3)
+    assert torch.allclose(out[[0, 2]], routed.copies["a"](x[[0, 2]]))
+    assert torch.allclose(out[[1, 4], :1], routed.copies["b"](x[[1, 4]])) and not out[[1, 4], 1:].any()
+    assert torch.allclose(out[3, :2], routed.base(x[3]))
+    router.groups = None
+    assert torch.allclose(routed(x), routed.base(x))
+
+
+def _items(lengths: list[int]) -> list[_Item]:
+    loop = asyncio.new_event_loop()
+    try:
+        job = _Job(served=None, ids=[[1] * n for n in lengths], top_k=None, future=loop.create_future(), loop=loop)
+    finally:
+        loop.close()
+    return [_Item(job, row, 0.0) for row in range(len(lengths))]
+
+
+def test_length_grouping_cuts_where_padding_costs_more_than_a_pass() -> None:
+    batcher = MicroBatcher(pool=None, max_batch_size=64, max_batch_tokens=4096, pass_overhead_tokens=64)
+    lengths = [10] * 20 + [120] * 3
+    chunks = batcher._chunks(_items(lengths))
+    assert [sorted({it.length for it in c}) for c in chunks] == [[10], [120]]  # not 23 rows padded to 120
+    assert batcher._chunks(_items([10, 12, 11, 13])) and len(batcher._chunks(_items([10, 12, 11, 13]))) == 1
+    small = MicroBatcher(pool=None, max_batch_size=4, max_batch_tokens=4096)
+    chunks = small._chunks(_items([5] * 10))
+    assert [len(c) for c in chunks] == [2, 4, 4] or all(len(c) <= 4 for c in chunks)
+    assert sorted(it.row for c in chunks for it in c) == list(range(10))
+    capped = MicroBatcher(pool=None, max_batch_size=64, max_batch_tokens=100)
+    assert all(len(c) * max(it.length for it in c) <= 100 for c in capped._chunks(_items([30] * 9)))
+
+
+def test_app_refusals_in_process(adapters: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
+    from skewtune.serve.app import ServeSettings, create_app
+
+    pool = AdapterPool()
+    pool.add(adapters["sent3"])
+    gate = threading.Event()
+    real = pool.predict_rows
+
+    def slow(rows, top_k=None):  # hold the worker so the queue fills deterministically
+        gate.wait(10)
+        return real(rows, top_k)
+
+    monkeypatch.setattr(pool, "predict_rows", slow)
+    settings = ServeSettings(max_queue_texts=3, max_texts_per_request=3, max_wait_ms=0)
+    with TestClient(create_app(pool, settings)) as client:
+        results: list[int] = []
+        threads = [threading.Thread(target=lambda: results.append(
+            client.post("/v1/predict", json={"adapter": "sent3", "texts": ["a b", "c d", "e f"]}).status_code))
+            for _ in range(3)]
+        for t in threads:
+            t.start()
+        for _ in range(200):  # one request waits in the worker, one fills the queue, the third is refused
+            if results:
+                break
+            threading.Event().wait(0.05)
+        refused = client.post("/v1/predict", json={"adapter": "sent3", "text": "x"})
+        gate.set()
+        for t in threads:
+            t.join(20)
+        assert sorted(results) == [200, 200, 503]
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert refused.json() == {"error": "error: the queue is full (3 texts waiting) (fix: retry after the "
+                                           "Retry-After seconds, or send fewer texts at once)"}
+        ok = client.post("/v1/predict", json={"adapter": "sent3", "texts": TEXTS[:2], "top_k": 1})
+        assert ok.status_code == 200 and all(len(p["probabilities"]) == 1 for p in ok.json()["predictions"])
+
+
+def test_merged_engine_equals_predict_merge(adapters: dict[str, Path]) -> None:
+    pool = AdapterPool(engine="merged")
+    s = pool.add(adapters["sent3"])
+    assert s.solo is not None and not pool.backbones
+    want = load_adapter(adapters["sent3"], merge=True).predict(TEXTS)
+    assert_same(pool.predict_rows([(s, x) for x in pool.encode(s, TEXTS)[0]]), want)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    ([], "no adapter to serve"),
+    (["--adapter", "/no/such/folder"], "is not a folder"),
+    (["--pull", "x"], "--pull needs a --hub"),
+    (["--adapter", ".", "--port", "70000"], "--port must be 0-65535"),
+])
+def test_serve_command_refuses_bad_flags_in_one_line(argv: list[str], fragment: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "skewtune.cli.main", "serve", *argv], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and fragment in done.stderr
+
+
+def test_serve_command_refuses_a_port_in_use(adapters: dict[str, Path]) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "skewtune.cli.main", "serve", "--adapter", str(adapters["sent3"]),
+                               "--port", str(port)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}")
+    assert done.stderr.count("\n") == 1
