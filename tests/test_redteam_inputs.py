@@ -206,7 +206,7 @@ def test_file_size_limit_during_the_final_save_is_one_line_and_leaves_nothing(
     line = _last_line(capsys.readouterr().err)
     assert line.startswith(f"error: could not write {out / 'adapter'}: ") and "File too large" in line, line
     assert "free disk space" in line and "resume" in line
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]  # no adapter, metrics or temporary folder
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "tracking"]  # no adapter, metrics or temporary folder (the event files stay)
     monkeypatch.setattr(pipeline, "save_outputs", real_save)
     assert cli_main(argv) == 0  # space back: the same command resumes from the final checkpoint and saves
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
@@ -228,7 +228,7 @@ def test_disk_full_on_metrics_removes_the_adapter_just_written(tiny_bert: Path, 
                                 "--eval_every_epoch", "false")]
     assert cli_main(argv) == 2
     assert "no space left on device" in _last_line(capsys.readouterr().err)
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "tracking"]
 
 
 # ------------------------------------------------------------------------------------------------ class 6: classes

@@ -77,7 +77,7 @@ def test_a_held_folder_refuses_a_second_training_until_its_holder_dies(
     (out / ".metrics.json.k1ll3d.tmp").write_text("{")
     assert cli_main(["train", *tiny_args(tiny_bert, toy_csv, out, "--num_train_epochs", "1")]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["adapter", "checkpoints", "config.json", "metrics.json"], names
+    assert names == ["adapter", "checkpoints", "config.json", "metrics.json", "tracking"], names
     assert all(not p.name.startswith(".") for p in (out / "checkpoints").iterdir())
 
 

@@ -375,8 +375,79 @@ def check_base_fingerprint(manifest: Mapping[str, Any], base_dir: str | Path, *,
     raise AdapterError(message, f"load it onto '{trained_on}', or force it (force_base=True / --force_base) at your own risk")
 
 
+# manifest score suffix (``eval_<suffix>``) -> model-index metric: Hub metric id, display name, its arguments
+CARD_METRICS: tuple[tuple[str, str, str, dict[str, str] | None], ...] = (
+    ("accuracy", "accuracy", "Accuracy", None),
+    ("macro_f1", "f1", "Macro F1", {"average": "macro"}),
+    ("weighted_f1", "f1", "Weighted F1", {"average": "weighted"}),
+    ("balanced_accuracy", "balanced_accuracy", "Balanced accuracy", None),
+    ("entity_precision", "precision", "seqeval entity precision", None),
+    ("entity_recall", "recall", "seqeval entity recall", None),
+    ("entity_f1", "f1", "seqeval entity F1", None),
+)
+TASK_NAMES = {"text-classification": "Text Classification", "token-classification": "Token Classification"}
+
+
+def card_pipeline_tag(manifest: Mapping[str, Any]) -> str:
+    """The Hub task of an adapter: ``token-classification`` for tagging, else ``text-classification``."""
+    return "token-classification" if manifest.get("task_type") == "token_cls" else "text-classification"
+
+
+def model_index(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The card's Hugging Face ``model-index``: the manifest's measured scores, one result per dataset.
+
+    Schema (huggingface_hub ``repocard_data``): ``[{name, results: [{task: {type, name},
+    dataset: {name, type, split}, metrics: [{type, value, name, args}]}]}]``. Scores come from
+    ``metrics.eval_<suffix>`` (the split in ``metrics.eval_split``, left out when not recorded) or, for a merged
+    multi-task adapter scored with ``skewtune merge --eval``, from ``metrics.eval_<task>_<suffix>`` with
+    ``metrics.merge_eval``'s dataset and split. Non-finite or non-numeric values are skipped; ``[]`` when nothing
+    was measured.
+    """
+    def mapping(value: Any) -> Mapping[str, Any]:
+        return value if isinstance(value, Mapping) else {}
+
+    metrics = mapping(manifest.get("metrics"))
+    merge_eval = mapping(metrics.get("merge_eval"))
+    groups: list[tuple[str, Any, Any]] = []  # (score key prefix, dataset, split)
+    if len(merge_eval) > 1:
+        for task, entry in merge_eval.items():
+            groups.append((f"eval_{task}_", mapping(entry).get("dataset"),
+                           mapping(mapping(entry).get("merged")).get("split")))
+    elif merge_eval:
+        entry = mapping(next(iter(merge_eval.values())))
+        groups.append(("eval_", entry.get("dataset") or manifest.get("dataset"),
+                       mapping(entry.get("merged")).get("split") or metrics.get("eval_split")))
+    else:
+        groups.append(("eval_", manifest.get("dataset"), metrics.get("eval_split")))
+    tag = card_pipeline_tag(manifest)
+    results = []
+    for prefix, dataset, split in groups:
+        scores = []
+        for suffix, metric_type, name, args in CARD_METRICS:
+            value = metrics.get(prefix + suffix)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                continue
+            shown = f"{name} ({split})" if isinstance(split, str) and split else name
+            score: dict[str, Any] = {"type": metric_type, "value": float(value), "name": shown}
+            if args:
+                score["args"] = dict(args)
+            scores.append(score)
+        if not scores or not isinstance(dataset, str) or not dataset:
+            continue
+        data: dict[str, Any] = {"name": dataset, "type": dataset}
+        if isinstance(split, str) and split:
+            data["split"] = split
+        results.append({"task": {"type": tag, "name": TASK_NAMES[tag]}, "dataset": data, "metrics": scores})
+    if not results:
+        return []
+    return [{"name": str(manifest.get("name") or "skewtune adapter"), "results": results}]
+
+
 def render_card(manifest: dict[str, Any]) -> str:
-    """Hugging Face model card (YAML front matter + a short body) from a manifest."""
+    """Hugging Face model card (YAML front matter + a short body) from a manifest.
+
+    The front matter carries the Hub's ``model-index`` (:func:`model_index`) when the manifest has scores.
+    """
     metrics = manifest.get("metrics") or {}
     front: dict[str, Any] = {
         "base_model": manifest.get("base_model"),
@@ -386,9 +457,12 @@ def render_card(manifest: dict[str, Any]) -> str:
         "tags": sorted({"skewtune", manifest.get("adapter_type", "lora"), manifest.get("task_type", "seq_cls"),
                         *(manifest.get("tags") or [])}),
         "datasets": [manifest["dataset"]] if manifest.get("dataset") else [],
-        "pipeline_tag": "token-classification" if manifest.get("task_type") == "token_cls" else "text-classification",
+        "pipeline_tag": card_pipeline_tag(manifest),
         "metrics": [k.removeprefix("eval_") for k, v in metrics.items() if isinstance(v, int | float) and k.startswith("eval_")],
     }
+    index = model_index(manifest)
+    if index:
+        front["model-index"] = index
     labels = manifest.get("id2label") or {}
     lines = [
         "---",

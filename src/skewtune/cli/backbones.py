@@ -25,8 +25,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(func=_run_list)
 
     convert = sub.add_parser("convert", help="convert bundled weights into a Hugging Face folder (cached)")
-    convert.add_argument("source", choices=sorted(CONVERTERS), help="what to convert")
-    convert.add_argument("--output_dir", default=None, help="default: <user cache>/backbones/<name>")
+    sources = "; ".join(f"{key}: {what}, the {backbone} backbone"
+                        for key, (backbone, what) in sorted(CONVERTERS.items()))
+    convert.add_argument("source", choices=sorted(CONVERTERS),
+                         help=f"bundled weights to convert (choices: {sources})")
+    convert.add_argument("--output_dir", default=None,
+                         help="folder to write the Hugging Face model to (default: "
+                              "<user cache>/backbones/<name>, where training finds it)")
     convert.add_argument("--force", action="store_true", help="rebuild even when the cached folder is valid")
     convert.set_defaults(func=_run_convert)
 

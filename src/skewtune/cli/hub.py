@@ -23,27 +23,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="hub_command", metavar="ACTION", parser_class=type(parser))
     sub.required = True
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--hub", default=None, help="hub URL (default: $SKEWTUNE_HUB)")
+    common.add_argument("--hub", default=None,
+                        help="the hub to use: a local folder, file://, s3://, gs://, memory:// (any fsspec "
+                             "URL) or hf://<user or org> (default: $SKEWTUNE_HUB)")
 
     push = sub.add_parser("push", parents=[common], help="share an adapter folder as a new version")
     push.add_argument("adapter_dir", help="adapter folder saved by skewtune (safetensors + skewtune.json)")
     push.add_argument("--name", default=None,
                       help="adapter name on the hub (default: the manifest's name, e.g. tweets-minilm-lora)")
-    push.add_argument("--tag", action="append", default=None, help="extra card tag (repeatable)")
+    push.add_argument("--tag", action="append", default=None,
+                      help="extra tag for the card and for 'hub search --tag' (repeatable)")
     push.add_argument("--language", action="append", default=None,
                       help="language code (repeatable; replaces the manifest's languages)")
     push.set_defaults(func=_run_push)
 
     pull = sub.add_parser("pull", parents=[common], help="download and verify NAME or NAME@vN")
-    pull.add_argument("ref", help="NAME (latest) or NAME@vN")
-    pull.add_argument("--dest", default=None, help="target folder (default: <user cache>/hub/...)")
-    pull.add_argument("--force", action="store_true", help="replace an existing --dest / re-download")
-    pull.add_argument("--base", default=None, help="backbone name or folder to check the adapter against")
-    pull.add_argument("--force_base", action="store_true", help="accept a base-model fingerprint mismatch")
+    pull.add_argument("ref", help="adapter to download: NAME (its latest version) or NAME@vN (that version)")
+    pull.add_argument("--dest", default=None,
+                      help="folder to download the adapter into (default: <user cache>/hub/..., reused when "
+                           "already verified there)")
+    pull.add_argument("--force", action="store_true",
+                      help="replace an existing --dest folder, or download again over a cached copy")
+    pull.add_argument("--base", default=None,
+                      help="backbone name or folder: refuse the adapter, before downloading, when its "
+                           "recorded base-model fingerprint differs")
+    pull.add_argument("--force_base", action="store_true",
+                      help="with --base: download even when the base-model fingerprint differs (a warning)")
     pull.set_defaults(func=_run_pull)
 
     listing = sub.add_parser("ls", parents=[common], help="adapters on the hub (latest version of each)")
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument("--json", action="store_true",
+                         help="print the rows as a JSON list instead of a table")
     listing.set_defaults(func=_run_ls)
 
     search = sub.add_parser("search", parents=[common], help="find adapters by base, task, language, labels, metric")
@@ -52,10 +62,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="task type: seq_cls (text classification) or token_cls (tagging)")
     search.add_argument("--language", default=None, help="language code the adapter lists, e.g. en")
     search.add_argument("--tag", default=None, help="card tag the adapter carries")
-    search.add_argument("--labels", default=None, help="exact label set, comma separated")
-    search.add_argument("--min_metric", default=None, help="METRIC=VALUE, e.g. eval_macro_f1=0.7")
+    search.add_argument("--labels", default=None,
+                        help="only adapters with exactly this label set, any order, comma separated "
+                             "(e.g. negative,neutral,positive)")
+    search.add_argument("--min_metric", default=None,
+                        help="only adapters whose manifest score METRIC is at least VALUE: METRIC=VALUE, "
+                             "e.g. eval_macro_f1=0.7")
     search.add_argument("--all_versions", action="store_true", help="match every version, not only the latest")
-    search.add_argument("--json", action="store_true", help="print JSON")
+    search.add_argument("--json", action="store_true",
+                        help="print the matches as a JSON list instead of a table")
     search.set_defaults(func=_run_search)
 
     info = sub.add_parser("info", parents=[common], help="facts, versions and manifest of NAME[@vN]")

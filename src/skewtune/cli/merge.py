@@ -25,25 +25,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hub", default=None, help="hub URL for adapter refs (default: $SKEWTUNE_HUB)")
     parser.add_argument("--weights", nargs="+", type=float, default=None,
                         help="one weight per adapter (default 1/n; 1 for task_arithmetic, ties, dare_ties)")
-    parser.add_argument("--method", default="ties", help=f"merge method (choices: {', '.join(METHOD_NAMES)}; default: ties)")
-    parser.add_argument("--density", type=float, default=0.5, help="kept fraction in (0, 1] for ties/dare/magnitude_prune")
+    parser.add_argument("--method", default="ties",
+                        help="how the LoRA updates are combined: linear / task_arithmetic / cat add them "
+                             "exactly, svd adds them and re-factorises to --target_rank, ties / dare_ties / "
+                             "dare_linear / magnitude_prune drop small or random entries (ties, dare_ties also "
+                             "elect signs) to reduce interference between tasks "
+                             f"(choices: {', '.join(METHOD_NAMES)}; default: ties)")
+    parser.add_argument("--density", type=float, default=0.5,
+                        help="share of each update's entries kept by ties, dare_* and magnitude_prune, "
+                             "in (0, 1]")
     parser.add_argument("--scale", type=float, default=1.0, help="λ multiplying the merged update (task arithmetic)")
-    parser.add_argument("--target_rank", type=int, default=None, help="rank of the SVD-factorised methods")
+    parser.add_argument("--target_rank", type=int, default=None,
+                        help="LoRA rank of the merged adapter for svd, ties, dare_* and magnitude_prune "
+                             "(truncated SVD); default: svd the largest source rank, the others the sum of the "
+                             "source ranks")
     parser.add_argument("--seed", type=int, default=0, help="seed of DARE's random drop")
     parser.add_argument("--majority_sign_method", default="total", choices=["total", "frequency"],
                         help="TIES sign election: by summed magnitude (total) or by count (frequency)")
-    parser.add_argument("--head_method", default=None, help="merge method for same-label heads (default: --method)")
-    parser.add_argument("--tasks", nargs="+", default=None, help="task name per adapter (multi-task merges)")
+    parser.add_argument("--head_method", default=None,
+                        help="merge method for the classifier heads of sources with the same labels "
+                             "(choices: as --method; default: --method)")
+    parser.add_argument("--tasks", nargs="+", default=None,
+                        help="one task name per adapter, in --adapters order, for a multi-task merge of "
+                             "adapters with different label sets (default: each source's dataset, else its "
+                             "folder name)")
     parser.add_argument("--name", default=None, help="name recorded in the manifest and card (default: merge-<method>)")
-    parser.add_argument("--output_dir", default=None, help="default: ./merged-<method>-<hash>")
+    parser.add_argument("--output_dir", default=None,
+                        help="folder to write the merged adapter to (default: ./merged-<method>-<hash>)")
     parser.add_argument("--eval", nargs="+", action="extend", default=None, metavar="TASK=DATASET",
                         help="score each source and the merge on DATASET's test split for TASK (repeatable); "
                              "progress on stderr, scores saved in the merged manifest's metrics")
     parser.set_defaults(func=_run_merge)
 
     fold = subparsers.add_parser("merge-into-base", help="fold an adapter into its backbone (transformers folder)")
-    fold.add_argument("--adapter", required=True, help="adapter folder")
-    fold.add_argument("--base", required=True, help="backbone name or folder")
+    fold.add_argument("--adapter", required=True,
+                      help="adapter folder saved by skewtune, to fold into its backbone")
+    fold.add_argument("--base", required=True,
+                      help="backbone name or folder the adapter was trained on (its fingerprint is checked)")
     fold.add_argument("--output_dir", required=True, help="folder for the merged transformers model")
     fold.add_argument("--quant", choices=["none", "8bit"], default="none",
                       help="weights of the merged model: fp32 (none) or LLM.int8 (8bit)")

@@ -32,7 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backbone", default=train["backbone"],
                         help="registered backbone (minilm, me5-small, smollm2) or a local Hugging Face folder")
     parser.add_argument("--quant", choices=QUANT_MODES, default=train["quant"],
-                        help="frozen backbone weights: LLM.int8 (8bit), NF4 (4bit) or fp32 (none)")
+                        help="frozen backbone weights: LLM.int8 (8bit), NF4 (4bit) or fp32 (none) "
+                             "(choices: %(choices)s; default: %(default)s)")
     parser.add_argument("--batch", type=positive_int, default=train["per_device_train_batch_size"],
                         help="training rows per batch and process (--per_device_train_batch_size)")
     parser.add_argument("--max_length", type=positive_int, default=train["max_length"],
@@ -40,7 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gradient_checkpointing", type=_bool, nargs="?", const=True, default=False,
                         metavar="{true,false}",
                         help="recompute block activations in the backward pass (default: false)")
-    parser.add_argument("--lora_r", type=positive_int, default=train["lora_r"], help="rank of the LoRA update")
+    parser.add_argument("--lora_r", type=positive_int, default=train["lora_r"],
+                        help="rank of the LoRA update; its trainable parameters grow in proportion")
     parser.add_argument("--target_modules", default=train["target_modules"],
                         help="layers LoRA wraps: attention, all, or comma-separated module names")
     parser.add_argument("--quantize_embeddings", type=_bool, default=None, metavar="{true,false}",

@@ -32,14 +32,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", default=None,
                         help="task of a merged multi-task adapter ('skewtune hub info' / skewtune.json list them; "
                              "default: its default task, with a warning)")
-    parser.add_argument("--batch_size", type=positive_int, default=128, help="texts per forward pass")
+    parser.add_argument("--batch_size", type=positive_int, default=128,
+                        help="texts per forward pass; lower it when memory runs short")
     parser.add_argument("--quant", choices=["8bit", "4bit", "none"], default=None,
-                        help="backbone weights (choices: 8bit, 4bit, none; default: as trained)")
+                        help="load the backbone's weights as LLM.int8 (8bit), NF4 (4bit) or fp32 (none) "
+                             "(choices: 8bit, 4bit, none; default: as trained)")
     parser.add_argument("--merge", action="store_true",
                         help="fold LoRA/IA3 into a dense backbone (faster serving; unquantized)")
     parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="compute precision; auto: fp32 unmerged, bf16 merged where the hardware has native "
-                             "bf16 (CPUs with AMX-BF16 or AVX512-BF16, CUDA), else fp32")
+                             "bf16 (CPUs with AMX-BF16 or AVX512-BF16, CUDA), else fp32; fp32, bf16 or fp16 "
+                             "force that precision")
     parser.add_argument("--max_length", type=positive_int, default=None,
                         help="subword tokens per text; longer texts are truncated (default: as trained, at most the "
                              "backbone's positions)")

@@ -61,7 +61,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batching", choices=["dynamic", "none"], default="dynamic",
                         help="dynamic: texts of concurrent requests share forward passes; none: each request alone")
     parser.add_argument("--quant", choices=["8bit", "4bit", "none"], default=None,
-                        help="backbone weights (default: as each adapter was trained)")
+                        help="load the backbone's weights as LLM.int8 (8bit), NF4 (4bit) or fp32 (none) "
+                             "(choices: 8bit, 4bit, none; default: as each adapter was trained)")
     parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                         help="compute precision (auto: fp32 on quantized backbones, as the adapters were evaluated; "
                              "with --engine merged, bf16 where the hardware multiplies it natively, as predict --merge)")

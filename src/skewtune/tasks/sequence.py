@@ -46,11 +46,14 @@ class SequenceClassification:
 
     def evaluate(self, model: torch.nn.Module, data: Any, splits: Splits, collator: Any, batch_size: int,
                  accelerator: Accelerator, decision: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The offline classification metric module's report; a post-hoc ``decision`` rule is applied first."""
+        """The offline classification metric module's report; a post-hoc ``decision`` rule is applied first.
+        ``logits`` (the decided logits, a CPU tensor in input order) is kept in the report for the run report."""
         logits = predict_logits(model, data, collator, batch_size, accelerator.device, accelerator=accelerator)
         if decision:
             logits = apply_decision(logits, decision)
-        return classification_report(logits.argmax(-1).tolist(), data.labels, splits.id2label)
+        report = classification_report(logits.argmax(-1).tolist(), data.labels, splits.id2label)
+        report["logits"] = logits
+        return report
 
     def test_metrics(self, report: dict[str, Any]) -> dict[str, Any]:
         return {f"eval_{key}": report[key] for key in ("balanced_accuracy", "balanced_macro_f1") if key in report}

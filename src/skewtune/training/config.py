@@ -24,6 +24,9 @@ from skewtune.errors import ConfigError, capped, unknown_name
 # Names for --help and validation, kept in step with the registries by tests/test_help_and_defaults.py (importing the
 # registries here would load torch/peft for `skewtune --help`).
 ADAPTER_NAMES = ("lora", "dora", "rslora", "ia3", "prefix", "prompt")
+# experiment trackers (skewtune.training.tracking) and validation scores that can rank evaluations
+TRACKERS = ("auto", "tensorboard", "wandb", "mlflow", "trackio", "all", "none")
+METRICS_FOR_BEST = ("macro_f1", "accuracy", "weighted_f1", "balanced_accuracy", "balanced_macro_f1", "entity_f1")
 LOSS_NAMES = ("ce", "weighted_ce", "sqrt_weighted_ce", "focal", "class_balanced", "ldam", "logit_adjusted", "dice",
               "label_smoothing")
 SAMPLER_NAMES = ("random_over", "random_under", "tomek", "enn", "near_miss", "neighbourhood_cleaning",
@@ -79,7 +82,7 @@ class TrainConfig:
     lora_layers: str | None = None  # transformer layers to adapt: topN (the last N, e.g. top2; no backward below them: faster), 0-based indices such as 3,4,5, or all; none: all
     # optimisation
     learning_rate: str = "1e-3"  # peak learning rate, or auto (a learning-rate range test picks it)
-    weight_decay: float = 0.01  # AdamW weight decay
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay: each step shrinks every trained weight (adapter, head) by lr × this; 0: off
     num_train_epochs: float = 1.0  # passes over the training rows (fractions allowed)
     max_steps: int | None = None  # stop after N optimizer steps, whatever --num_train_epochs says; none: no limit
     per_device_train_batch_size: int = 32  # training rows per batch and process
@@ -105,6 +108,12 @@ class TrainConfig:
     output_dir: str | None = None  # run folder; none: outputs/<recipe>/<timestamp>
     overwrite_output_dir: bool = False  # replace what a previous run left in --output_dir
     eval_every_epoch: bool = True  # score the validation split after every epoch
+    eval_steps: int = 0  # also score the validation split every N optimizer steps (0: only at epoch ends, see --eval_every_epoch)
+    metric_for_best_model: str = choice("macro_f1", METRICS_FOR_BEST, "metric_for_best_model")  # validation score that ranks evaluations, for --load_best_model_at_end and --early_stopping_patience
+    load_best_model_at_end: bool = False  # end with the adapter weights of the best-scoring validation evaluation instead of the last (needs more than one evaluation)
+    early_stopping_patience: int = 0  # stop after N validation evaluations in a row without improvement of --metric_for_best_model (0: never)
+    report_to: str = choice("auto", TRACKERS, "tracker")  # experiment tracking through Accelerate: tensorboard (event files in <output_dir>/tracking), wandb, mlflow, trackio, all (every installed one) or none; auto: tensorboard when installed, else none
+    logging_steps: int = 10  # log training loss, learning rate, gradient norm and samples/s to the trackers every N optimizer steps
     checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
     keep_checkpoints: int = 2  # newest checkpoints kept in <output_dir>/checkpoints
     resume_from_checkpoint: str | None = None  # resume from this checkpoint folder, or latest
@@ -186,6 +195,11 @@ class TrainConfig:
                 str(self.num_threads).isdigit() and int(self.num_threads) >= 1):
             raise ConfigError(f"--num_threads must be auto or a whole number ≥ 1, got {self.num_threads}",
                               "pass e.g. --num_threads 1, or auto")
+        for name in ("eval_steps", "early_stopping_patience"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name} must be ≥ 0 (0: off), got {getattr(self, name)}", f"pass e.g. --{name} 100")
+        if self.logging_steps < 1:
+            raise ConfigError(f"--logging_steps must be ≥ 1, got {self.logging_steps}", "pass e.g. --logging_steps 10")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"--keep_checkpoints must be ≥ 1, got {self.keep_checkpoints}", "pass e.g. 2")
         if self.target_modules is not None and not [t for t in self.target_modules.split(",") if t.strip()]:

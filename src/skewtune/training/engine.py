@@ -255,11 +255,13 @@ def resolve_mixed_precision(requested: str) -> str:
 
 
 def build_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str = "auto",
-                      num_threads: int | str | None = None, ddp_timeout: float | None = None) -> Accelerator:
+                      num_threads: int | str | None = None, ddp_timeout: float | None = None,
+                      log_with: list[str] | None = None, project_dir: str | Path | None = None) -> Accelerator:
     """The run's Accelerator, with CPU DDP where ``accelerate launch``/torchrun started several CPU processes
     (on one machine or many). ``ddp_timeout``: seconds a collective (all-reduce, barrier) waits for the other
     processes before it fails (None: torch's default, 30 minutes); a failed collective becomes
-    :func:`distributed_failure`'s one-line error."""
+    :func:`distributed_failure`'s one-line error. ``log_with`` / ``project_dir``: Accelerate trackers and the
+    folder their files go to (:mod:`skewtune.training.tracking`)."""
     if ddp_timeout is not None and not ddp_timeout > 0:
         raise ConfigError(f"--ddp_timeout must be > 0 seconds, got {ddp_timeout}", "pass e.g. --ddp_timeout 600")
     # `accelerate launch --multi_gpu` (torchrun) on a machine without GPUs: accelerate only forms a gloo
@@ -273,6 +275,8 @@ def build_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str
         gradient_accumulation_steps=gradient_accumulation_steps,
         mixed_precision=resolve_mixed_precision(mixed_precision),
         kwargs_handlers=handlers,
+        log_with=log_with or None,
+        project_dir=str(project_dir) if project_dir is not None else None,
     )
     # logged when training starts (pipeline.train), so that an error before it stays the run's only line
     accelerator.thread_choice = configure_threads(accelerator, num_threads, log=False)
@@ -463,6 +467,7 @@ def _fit(*, model: Any, optimizer: Any, scheduler: Any, loader: Any, batch_sampl
             else:
                 state.loss_sum, state.loss_count = 0.0, 0
             state.batches_in_epoch = skip_batches
+            step_losses: list[float] = []
             for batch in epoch_loader:
                 state.batches_in_epoch += 1
                 if hasattr(loss_fn, "set_progress"):  # LDAM's deferred re-weighting
@@ -480,12 +485,19 @@ def _fit(*, model: Any, optimizer: Any, scheduler: Any, loader: Any, batch_sampl
                             _non_finite(f"gradient norm became {float(norm)}", on_nan, optimizer, state, epoch,
                                         "lower --learning_rate or pass --on_nan skip")
                             continue
+                        state.last_grad_norm = float(norm) if norm is not None else None
+                    if accelerator.sync_gradients:
+                        state.last_learning_rate = float(optimizer.param_groups[0]["lr"])
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                state.loss_sum += float(loss.detach())
+                value = float(loss.detach())
+                state.loss_sum += value
                 state.loss_count += 1
+                step_losses.append(value)
                 if accelerator.sync_gradients:
+                    state.last_loss = sum(step_losses) / len(step_losses)
+                    step_losses.clear()
                     state.global_step += 1
                     state.step_in_epoch += 1
                     bar.update(1)
@@ -493,7 +505,7 @@ def _fit(*, model: Any, optimizer: Any, scheduler: Any, loader: Any, batch_sampl
                         bar.set_postfix(loss=f"{state.loss_sum / max(state.loss_count, 1):.4f}", epoch=epoch + 1,
                                         refresh=False)
                     on_step_end(state)
-                    if state.global_step >= total:
+                    if state.global_step >= total or state.should_stop:
                         break
             state.history.append({"epoch": epoch + 1, "train_loss": state.loss_sum / max(state.loss_count, 1),
                                   "step": state.global_step})
@@ -501,7 +513,7 @@ def _fit(*, model: Any, optimizer: Any, scheduler: Any, loader: Any, batch_sampl
             state.step_in_epoch = 0
             state.epoch = epoch + 1
             on_epoch_end(state)
-            if state.global_step >= total:
+            if state.global_step >= total or state.should_stop:
                 break
     finally:
         bar.close()  # before any error line, so the message is the last thing on the console

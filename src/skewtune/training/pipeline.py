@@ -50,6 +50,7 @@ from skewtune.data import PaddingCollator
 from skewtune.errors import ConfigError, OutputError
 from skewtune.evaluation.baselines import majority_macro_f1, tfidf_macro_f1
 from skewtune.evaluation.plots import plot_confusion_matrix
+from skewtune.evaluation.report import write_report
 from skewtune.imbalance import (
     AUGMENTERS,
     LOSSES,
@@ -75,6 +76,13 @@ from skewtune.training.lr_finder import PLOT_NAME as LR_PLOT_NAME
 from skewtune.training.lr_finder import find_learning_rate
 from skewtune.training.memory import memory_warning
 from skewtune.training.state import FitState
+from skewtune.training.tracking import (
+    TRACKING_DIR,
+    TRACKING_PROJECT,
+    RunLog,
+    resolve_trackers,
+    tracker_config,
+)
 from skewtune.utils.io import (
     _os_error,
     atomic_dir,
@@ -118,6 +126,8 @@ class Run:
     loss_fn: Any = None
     decision: dict[str, Any] | None = None
     row_indices: list[int] | None = None  # one row-resampler draw serves every epoch (and the loss's priors)
+    log: RunLog | None = None  # scalars, evaluations, best model (skewtune.training.tracking), set by train()
+    test_logits: Any = None  # decided test logits (sequence tasks), for report.html
     lock: OutputLock | None = None  # the output folder's writer lock (main process; see take_output_lock)
 
     def close(self) -> None:
@@ -137,6 +147,8 @@ def config_fingerprint(cfg: TrainConfig) -> str:
     keep = {k: v for k, v in cfg.to_dict().items() if k not in (
         "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "report_plots", "baselines",
         "checkpoint_every_steps", "keep_checkpoints", "on_nan", "eval_every_epoch", "num_threads", "ddp_timeout",
+        "report_to", "logging_steps", "eval_steps", "metric_for_best_model", "load_best_model_at_end",
+        "early_stopping_patience",
         "gradient_checkpointing")}  # checkpointing changes memory, not results: a resume may switch it
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -150,6 +162,8 @@ def _has_content(output_dir: Path) -> bool:
         if leftover(entry):
             continue
         if entry.name == ckpt.CHECKPOINTS and entry.is_dir() and all(leftover(p) for p in entry.iterdir()):
+            continue
+        if entry.name == TRACKING_DIR and entry.is_dir():  # a run's tracker files alone are no result to protect
             continue
         return True
     return False
@@ -250,11 +264,14 @@ def hold_output_dir(output_dir: Path, command: str | None = None) -> Iterator[Ou
             lock.release()
 
 
-def accelerator_for(cfg: TrainConfig) -> Accelerator:
-    """The run's Accelerator from its flags (accumulation, mixed precision)."""
+def accelerator_for(cfg: TrainConfig, output_dir: Path | None = None) -> Accelerator:
+    """The run's Accelerator from its flags (accumulation, mixed precision, trackers under
+    ``output_dir/tracking``)."""
     threads = None if cfg.num_threads is None or str(cfg.num_threads).lower() == "auto" else int(cfg.num_threads)
+    trackers = resolve_trackers(getattr(cfg, "report_to", "none")) if output_dir is not None else []
     return build_accelerator(cfg.gradient_accumulation_steps, cfg.mixed_precision, num_threads=threads,
-                             ddp_timeout=getattr(cfg, "ddp_timeout", None))
+                             ddp_timeout=getattr(cfg, "ddp_timeout", None), log_with=trackers,
+                             project_dir=output_dir / TRACKING_DIR if trackers else None)
 
 
 def prepare(cfg: TrainConfig, recipe: str = "train", task: Task | None = None, splits: Any = None) -> Run:
@@ -289,7 +306,7 @@ def _prepare_locked(cfg: TrainConfig, recipe: str, task: Task, splits: Any, outp
         augment_training_split(splits, cfg)
     spec = resolve_backbone(cfg.backbone)
     check_output_reads(cfg, output_dir, backbone_path=spec.path)
-    accelerator = accelerator_for(cfg)
+    accelerator = accelerator_for(cfg, output_dir)
     if (config_file := Path(spec.path) / "config.json").is_file():  # a local folder: check before the weights load
         with contextlib.suppress(ValueError, OSError):
             local_config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -437,9 +454,34 @@ def train(run: Run) -> FitState:
                         run.output_dir / LR_PLOT_NAME)
     run.metrics["learning_rate"] = lr
 
-    def on_epoch_end(s: FitState) -> None:
-        if cfg.eval_every_epoch:
-            scores = evaluate_split(run, "validation")
+    log = RunLog(accelerator, logging_steps=cfg.logging_steps, batch_size=cfg.per_device_train_batch_size,
+                 metric=cfg.metric_for_best_model, patience=cfg.early_stopping_patience,
+                 keep_best=cfg.load_best_model_at_end, model=run.model)
+    run.log = log
+    if log.tracking:
+        accelerator.init_trackers(TRACKING_PROJECT, config=tracker_config(cfg, lr))
+
+    def validate(s: FitState) -> dict[str, Any]:
+        scores = evaluate_split(run, "validation")
+        if log.evaluation(scores, s):
+            s.should_stop = True
+            if accelerator.is_main_process:
+                logger.info("early stopping at step %d: validation %s did not improve for %d evaluations (best "
+                            "%.4f at step %d)", s.global_step, cfg.metric_for_best_model, cfg.early_stopping_patience,
+                            log.best_metric, log.best_step)
+        return scores
+
+    def on_step_end(s: FitState) -> None:
+        log.step(s)
+        if cfg.eval_steps and s.global_step % cfg.eval_steps == 0:
+            scores = validate(s)
+            if accelerator.is_main_process:
+                logger.info("step %d: eval_accuracy %.4f  eval_macro_f1 %.4f", s.global_step, scores["accuracy"],
+                            scores["macro_f1"])
+
+    def on_epoch_end(s: FitState) -> None:  # no second scoring of a step just scored, or after an early stop
+        if cfg.eval_every_epoch and not s.should_stop and not (cfg.eval_steps and s.global_step % cfg.eval_steps == 0):
+            scores = validate(s)
             s.history[-1].update({f"eval_{k}": v for k, v in scores.items() if k in ("accuracy", "macro_f1")})
             if accelerator.is_main_process:
                 logger.info("epoch %d: train_loss %.4f  eval_accuracy %.4f  eval_macro_f1 %.4f", s.epoch,
@@ -447,10 +489,19 @@ def train(run: Run) -> FitState:
 
     checkpoints = Checkpointing(run.output_dir, config_fingerprint(cfg), every_steps=cfg.checkpoint_every_steps,
                                 keep=cfg.keep_checkpoints, resume_from=run.resume_dir)
-    result = train_module(run.model, loader, run.loss_fn, Optimization.from_config(cfg, lr), accelerator,
-                          checkpoints=checkpoints, on_epoch_end=on_epoch_end, progress=True)
+    try:
+        result = train_module(run.model, loader, run.loss_fn, Optimization.from_config(cfg, lr), accelerator,
+                              checkpoints=checkpoints, on_step_end=on_step_end, on_epoch_end=on_epoch_end,
+                              progress=True)
+    finally:  # the trackers' files are closed; not accelerator.end_training(): it also destroys the process
+        for tracker in getattr(accelerator, "trackers", []):  # group, which evaluation and saving still use
+            tracker.finish()
     run.model, run.state = result.model, result.state
     state = result.state
+    if log.restore_best(state.global_step) and accelerator.is_main_process:
+        logger.info("restored the adapter of step %d (best validation %s %.4f; --load_best_model_at_end)",
+                    log.best_step, cfg.metric_for_best_model, log.best_metric)
+    run.metrics.update(log.summary())
     samples = len(train_split) * min(cfg.num_train_epochs, state.global_step / result.plan.updates_per_epoch)
     run.metrics["train_runtime_s"] = state.train_seconds  # every segment of a resumed run, not just the last
     run.metrics["train_samples_per_second"] = samples / max(state.train_seconds, 1e-9)
@@ -511,6 +562,7 @@ def finish_metrics(run: Run) -> dict[str, Any]:
         "empty_texts_skipped": run.splits.info.get("empty_texts_skipped", 0),
     })
     metrics.update(run.task.test_metrics(test))
+    run.test_logits = test.get("logits")
     val_history = [h for h in run.state.history if "eval_macro_f1" in h]
     if val_history:
         metrics["validation_macro_f1"] = val_history[-1]["eval_macro_f1"]
@@ -617,10 +669,53 @@ def save_outputs(run: Run) -> Path:
         if cfg.report_plots and "confusion_matrix" in run.metrics:
             plot_confusion_matrix(run.metrics["confusion_matrix"], run.splits.labels, out / "confusion_matrix.png",
                                   title=f"{run.splits.name} test — macro-F1 {run.metrics['eval_macro_f1']:.3f}")
+            written.append(out / "confusion_matrix.png")
+        if cfg.report_plots and run.test_logits is not None:
+            write_run_report(run, out / REPORT_NAME)
+            written.append(out / REPORT_NAME)
     except (OSError, RuntimeError, SafetensorError, OutputError) as exc:
         _remove_written(written)
         raise _save_error(exc, out / "adapter") from exc
     return out
+
+
+REPORT_NAME = "report.html"
+
+
+def write_run_report(run: Run, path: Path) -> Path:
+    """``report.html`` (:mod:`skewtune.evaluation.report`): settings, class counts before/after resampling,
+    training curves (``log_history``), confusion matrix, per-class scores, calibration of the test probabilities,
+    the most confident mistakes and the baselines."""
+    import torch
+
+    cfg, splits, metrics = run.cfg, run.splits, run.metrics
+    labels = list(splits.labels)
+
+    def counts(values: list[str]) -> dict[str, int]:
+        return {label: values.count(label) for label in labels}
+
+    class_counts = {"train (as loaded)": counts(splits.train_labels)}
+    if run.row_indices is not None:
+        class_counts["train (after resampling)"] = counts([splits.train_labels[i] for i in run.row_indices])
+    class_counts.update({"validation": counts(splits.validation_labels), "test": counts(splits.test_labels)})
+    per_class = {label: {"precision": metrics["eval_per_class_precision"][label],
+                         "recall": metrics["eval_per_class_recall"][label],
+                         "f1": metrics["eval_per_class_f1"][label], "support": class_counts["test"][label]}
+                 for label in labels}
+    baselines: dict[str, dict[str, Any]] = {}  # the page sets the run's own scores beside them
+    if "baseline_majority_macro_f1" in metrics:
+        baselines["majority class"] = {"macro_f1": metrics["baseline_majority_macro_f1"],
+                                       "accuracy": metrics.get("baseline_majority_accuracy")}
+    if "baseline_tfidf_macro_f1" in metrics:
+        baselines["TF-IDF + logistic regression"] = {"macro_f1": metrics["baseline_tfidf_macro_f1"]}
+    probabilities = torch.softmax(run.test_logits.float(), dim=-1).tolist()
+    return write_report(
+        path, title=f"{splits.name}: {cfg.adapter} on {cfg.backbone} ({cfg.quant})", settings=cfg.to_dict(),
+        class_counts=class_counts, scalars=metrics.get("log_history", []), labels=labels,
+        confusion_matrix=metrics["confusion_matrix"], per_class=per_class, probabilities=probabilities,
+        y_true=[splits.label2id[label] for label in splits.test_labels], texts=list(splits.test_texts),
+        baselines=baselines,
+        metrics={k: v for k, v in metrics.items() if isinstance(v, int | float | str) and not isinstance(v, bool)})
 
 
 def _remove_written(paths: list[Path]) -> None:
