@@ -364,16 +364,23 @@ document.getElementById("report").addEventListener("load", function () {
 """
 
 
-def test_chromium_renders_the_page_and_every_image(report: Path, run: dict[str, Any], tmp_path: Path) -> None:
+def browser_view(report: Path, folder: Path) -> dict[str, Any]:
+    """What headless Chromium made of ``report`` (loaded unchanged by CHECK_PAGE, beside it in ``folder``)."""
     binary = chromium_binary()
-    shutil.copy(report, tmp_path / "report.html")
-    (tmp_path / "check.html").write_text(CHECK_PAGE, encoding="utf-8")
-    proc = chromium(binary, tmp_path, "--allow-file-access-from-files", "--virtual-time-budget=10000",
-                    "--dump-dom", (tmp_path / "check.html").as_uri())
+    folder.mkdir(exist_ok=True)
+    shutil.copy(report, folder / "report.html")
+    (folder / "check.html").write_text(CHECK_PAGE, encoding="utf-8")
+    proc = chromium(binary, folder, "--allow-file-access-from-files", "--virtual-time-budget=10000",
+                    "--dump-dom", (folder / "check.html").as_uri())
     match = re.search(r'<pre id="result">(.*?)</pre>', proc.stdout, re.DOTALL)
     assert proc.returncode == 0 and match, proc.stderr[-3000:]
     result = json.loads(html.unescape(match.group(1)))
     assert "error" not in result, result
+    return result
+
+
+def test_chromium_renders_the_page_and_every_image(report: Path, run: dict[str, Any], tmp_path: Path) -> None:
+    result = browser_view(report, tmp_path)
     assert result["sections"] == SECTIONS
     assert len(result["images"]) == 9  # hostile texts added no <img>
     for image in result["images"]:
@@ -419,17 +426,8 @@ def test_a_real_run_writes_a_report_that_chromium_renders(tiny_bert: Path, toy_c
     metrics = json.loads((out / "metrics.json").read_text())
     assert "train (after resampling)" in page and "TF-IDF" not in page  # tiny runs skip the baselines
     assert f"{metrics['eval_macro_f1']:.4f}" in page
-    binary = chromium_binary()
-    check = tmp_path / "check"
-    check.mkdir()
-    shutil.copy(out / "report.html", check / "report.html")
-    (check / "check.html").write_text(CHECK_PAGE, encoding="utf-8")
-    proc = chromium(binary, check, "--allow-file-access-from-files", "--virtual-time-budget=10000",
-                    "--dump-dom", (check / "check.html").as_uri())
-    match = re.search(r'<pre id="result">(.*?)</pre>', proc.stdout, re.DOTALL)
-    assert proc.returncode == 0 and match, proc.stderr[-3000:]
-    result = json.loads(html.unescape(match.group(1)))
-    assert "error" not in result and result["scripts"] == 0, result
+    result = browser_view(out / "report.html", tmp_path / "check")
+    assert result["scripts"] == 0, result
     assert len(result["images"]) >= 6  # class counts, curves (loss, lr, grad norm, throughput, eval), matrix, calibration
     for image in result["images"]:
         assert image["complete"] and image["width"] > 100 and image["height"] > 100, image

@@ -14,10 +14,12 @@ from skewtune.training.tracking import RunLog, resolve_trackers
 from tests.conftest import tiny_args
 
 
-def train(argv: list[str]) -> int:
+def trained_metrics(tiny_bert: Path, toy_csv: Path, out: Path, *flags: str) -> dict:
+    """metrics.json of a tiny `skewtune train` run with ``flags`` (which must succeed)."""
     from skewtune.cli.main import main
 
-    return main(["train", *argv])
+    assert main(["train", *tiny_args(tiny_bert, toy_csv, out, *flags)]) == 0
+    return json.loads((out / "metrics.json").read_text())
 
 
 def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -34,10 +36,8 @@ def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
 def test_tensorboard_scalars_every_logged_step(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    rc = train(tiny_args(tiny_bert, toy_csv, out, "--num_train_epochs", "1", "--report_to", "tensorboard",
-                         "--logging_steps", "2", "--eval_steps", "4"))
-    assert rc == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = trained_metrics(tiny_bert, toy_csv, out, "--num_train_epochs", "1", "--report_to", "tensorboard",
+                              "--logging_steps", "2", "--eval_steps", "4")
     steps = metrics["train_steps"]
     logged = scalars(out / "tracking")
     assert [s for s, _ in logged["train/loss"]] == list(range(2, steps + 1, 2))  # every logged step
@@ -53,10 +53,8 @@ def test_tensorboard_scalars_every_logged_step(tiny_bert: Path, toy_csv: Path, t
 def test_early_stopping_stops_after_patience_evaluations(tiny_bert: Path, toy_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     # a zero learning rate: the validation score never improves after the first evaluation
-    rc = train(tiny_args(tiny_bert, toy_csv, out, "--learning_rate", "1e-12", "--eval_steps", "1",
-                         "--early_stopping_patience", "2", "--report_to", "none"))
-    assert rc == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = trained_metrics(tiny_bert, toy_csv, out, "--learning_rate", "1e-12", "--eval_steps", "1",
+                              "--early_stopping_patience", "2", "--report_to", "none")
     assert metrics["stopped_early_at_step"] == 3 and metrics["train_steps"] == 3 and metrics["best_step"] == 1
     assert not (out / "tracking").exists()
 
