@@ -270,3 +270,13 @@ def test_serve_command_refuses_a_port_in_use(adapters: dict[str, Path]) -> None:
                                "--port", str(port)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}")
     assert done.stderr.count("\n") == 1
+
+
+def test_listening_beyond_loopback_without_a_key_warns() -> None:
+    from skewtune.cli.serve import exposure_warning
+
+    assert exposure_warning("127.0.0.1", None) is None and exposure_warning("::1", None) is None
+    assert exposure_warning("localhost", None) is None and exposure_warning("0.0.0.0", "k") is None
+    for host in ("0.0.0.0", "::", "192.0.2.7", "myhost.example"):
+        line = exposure_warning(host, None)
+        assert line is not None and line.startswith(f"warning: serving on {host} without --api_key")

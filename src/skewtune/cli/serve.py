@@ -75,6 +75,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run)
 
 
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """A warning line when the server listens beyond this machine (not a loopback address) with no API key."""
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        loopback = False
+    if loopback or api_key:
+        return None
+    return (f"warning: serving on {host} without --api_key: anyone who can reach this port can predict with, load "
+            "and unload adapters (set --api_key or SKEWTUNE_API_KEY, or bind 127.0.0.1)")
+
+
 def _run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
@@ -120,6 +134,9 @@ def _run(args: argparse.Namespace) -> int:
     from skewtune.serve.app import ServeSettings, create_app, serve_forever
     from skewtune.serve.pool import AdapterPool
 
+    api_key = args.api_key or os.environ.get("SKEWTUNE_API_KEY") or None
+    if (line := exposure_warning(args.host, api_key)) is not None:
+        print(line, file=sys.stderr, flush=True)
     pool = AdapterPool(engine=args.engine, quant=args.quant, dtype=args.dtype, force_base=args.force_base)
     for name, folder in folders:
         pool.add(folder, name)
@@ -136,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue_texts=args.max_queue_texts,
         max_batch_tokens=args.max_batch_tokens, max_texts_per_request=args.max_texts_per_request,
         max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes, batching=args.batching,
-        api_key=args.api_key or os.environ.get("SKEWTUNE_API_KEY") or None, hubs=tuple(args.hub), on_ready=ready)
+        api_key=api_key, hubs=tuple(args.hub), on_ready=ready)
     # uvicorn handles SIGINT/SIGTERM while it serves (stop accepting, finish requests in flight), then re-raises
     # the signal to the handler found at start: a no-op one here, so a requested stop exits 0
     for signum in (signal.SIGINT, signal.SIGTERM):
