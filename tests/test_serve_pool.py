@@ -148,9 +148,9 @@ def test_refusals_leave_the_pool_unchanged(adapters: dict[str, Path], tmp_path: 
     manifest = read_manifest(tagger)
     manifest["task_type"] = "token_cls"
     write_manifest(tagger, manifest)
-    with pytest.raises(ConfigError, match="text classification"):
+    with pytest.raises(AdapterError, match="match no layer"):  # a classifier's weights called a tagger
         pool.add(tagger)
-    assert list(pool.adapters) == ["sent3"]
+    assert list(pool.adapters) == ["sent3"] and len(pool.backbones) == 1
     with pytest.raises(ConfigError):
         AdapterPool(engine="fast")
 
@@ -280,3 +280,67 @@ def test_listening_beyond_loopback_without_a_key_warns() -> None:
     for host in ("0.0.0.0", "::", "192.0.2.7", "myhost.example"):
         line = exposure_warning(host, None)
         assert line is not None and line.startswith(f"warning: serving on {host} without --api_key")
+
+
+def make_tagger(base: Path, folder: Path, labels: list[str], seed: int) -> Path:
+    """A peft LoRA tagging adapter on the tiny BERT (random non-zero weights) with a skewtune manifest."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import BertForTokenClassification
+
+    torch.manual_seed(seed)
+    model = get_peft_model(BertForTokenClassification.from_pretrained(str(base), num_labels=len(labels)),
+                           LoraConfig(task_type=TaskType.TOKEN_CLS, r=4, lora_alpha=8, target_modules=["query", "value"],
+                                      init_lora_weights=False))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "modules_to_save" in name:
+                param.normal_(0, 0.5)
+    model.save_pretrained(folder)
+    write_manifest(folder, {
+        "name": folder.name, "task_type": "token_cls", "backbone": str(base), "base_model": "tiny-bert",
+        "base_fingerprint": base_fingerprint(str(base)), "adapter_type": "lora", "quant": "none",
+        "id2label": {str(i): lab for i, lab in enumerate(labels)}, "languages": ["en"],
+        "training": {"max_length": 12}, "metrics": {}, "decision": None, "lineage": None})
+    return folder
+
+
+def test_tagging_adapters_share_a_backbone_and_tag_as_training_evaluation_does(
+        tiny_bert: Path, adapters: dict[str, Path], tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoTokenizer, BertForTokenClassification
+
+    from skewtune.data.batching import PaddingCollator
+    from skewtune.data.tokens import decode_predictions, tokenize_token_split
+    from skewtune.inference.logits import predict_logits
+
+    taggers = {"pos3": make_tagger(tiny_bert, tmp_path / "pos3", ["NOUN", "VERB", "X"], 7),
+               "ner5": make_tagger(tiny_bert, tmp_path / "ner5", ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"], 8)}
+    texts = ["Ana flew to Lisbon on Monday", "the cats sleep", "a very long sentence " * 4]
+    pool = AdapterPool()
+    served = {name: pool.add(folder) for name, folder in taggers.items()}
+    classifier = pool.add(adapters["sent3"])
+    assert served["pos3"].lane == served["ner5"].lane != classifier.lane  # one tagging backbone, mixed batches
+    rows = [(served[name], enc) for name in ("pos3", "ner5") for enc in pool.encode(served[name], texts)[0]]
+    got = pool.predict_rows(rows)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    for k, name in enumerate(("pos3", "ner5")):
+        labels = served[name].labels
+        sentences = [(t.split(), [labels[0]] * len(t.split())) for t in texts]
+        data = tokenize_token_split(tokenizer, sentences, {lab: i for i, lab in enumerate(labels)}, 12, "ref")
+        model = PeftModel.from_pretrained(
+            BertForTokenClassification.from_pretrained(str(tiny_bert), num_labels=len(labels)), taggers[name]).eval()
+        logits = predict_logits(model, data, PaddingCollator(tokenizer.pad_token_id), 8, torch.device("cpu"))
+        want = decode_predictions(logits, data, dict(enumerate(labels)), missing=None)
+        records = got[k * len(texts):(k + 1) * len(texts)]
+        assert [r["words"] for r in records] == [t.split() for t in texts]
+        assert [r["tags"] for r in records] == want
+    assert None in got[2]["tags"]  # the long text's last words were cut off at 12 tokens
+    assert pool.encode(served["pos3"], texts)[1] == [2]
+    from starlette.testclient import TestClient
+
+    from skewtune.serve.app import create_app
+
+    with TestClient(create_app(pool)) as client:
+        answer = client.post("/v1/predict", json={"adapter": "ner5", "texts": texts})
+    assert answer.status_code == 200 and answer.json()["predictions"] == got[len(texts):]
+    assert answer.json()["truncated"] == [2]

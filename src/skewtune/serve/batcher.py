@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from skewtune.errors import ConfigError, SkewtuneError
 
 if TYPE_CHECKING:
-    from skewtune.serve.pool import AdapterPool, ServedAdapter
+    from skewtune.serve.pool import AdapterPool, EncodedText, ServedAdapter
 
 BATCHING = ("dynamic", "none")
 
@@ -36,7 +36,7 @@ class AdapterGone(SkewtuneError):
 @dataclass
 class _Job:
     served: ServedAdapter
-    ids: list[list[int]]
+    ids: list[EncodedText]
     top_k: int | None
     future: asyncio.Future[list[dict[str, Any]]]
     loop: asyncio.AbstractEventLoop
@@ -98,7 +98,7 @@ class MicroBatcher:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def submit(self, served: ServedAdapter, ids: list[list[int]], top_k: int | None = None
+    def submit(self, served: ServedAdapter, ids: list[EncodedText], top_k: int | None = None
                ) -> asyncio.Future[list[dict[str, Any]]]:
         """Queue one request's texts; the future resolves to their predictions in input order."""
         loop = asyncio.get_running_loop()

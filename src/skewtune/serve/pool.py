@@ -55,7 +55,20 @@ if TYPE_CHECKING:
 
 PEFT_PREFIX = "base_model.model."
 ENGINES = ("shared", "per_adapter", "merged")
-SERVED_TASKS = ("seq_cls",)  # token tagging is trained and evaluated by skewtune, not yet served
+SERVED_TASKS = ("seq_cls", "token_cls")
+
+
+@dataclass
+class EncodedText:
+    """One text as the model reads it: token ids, and for a tagging adapter its words and each word's first
+    subword position (-1: cut off by truncation)."""
+
+    ids: list[int]
+    words: list[str] | None = None
+    word_positions: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 class Router:
@@ -117,6 +130,10 @@ class ServedAdapter:
     slot: str = ""  # its peft adapter name on a shared backbone
     mixable: bool = False  # plain LoRA: joins peft's mixed-adapter batches
     solo: AdapterClassifier | None = None  # a model of its own (other kinds, or engine="per_adapter")
+
+    @property
+    def task(self) -> str:
+        return str(self.manifest.get("task_type", "seq_cls"))
 
     def describe(self) -> dict[str, Any]:
         m = self.manifest
@@ -262,8 +279,8 @@ class AdapterPool:
             raise ConfigError(f"an adapter named '{name}' is already loaded", "unload it first or pick another name")
         task = manifest.get("task_type", "seq_cls")
         if task not in SERVED_TASKS:
-            raise ConfigError(f"{folder} is a '{task}' adapter; the server answers text classification (seq_cls) "
-                              "adapters only", "predict tags in Python (skewtune.tasks) for tagging adapters")
+            raise ConfigError(f"{folder} is a '{task}' adapter; the server answers {' and '.join(SERVED_TASKS)} "
+                              "adapters", "serve a text classification or tagging adapter")
         if manifest.get("tasks"):
             raise ConfigError(f"{folder} is a merged multi-task adapter", "serve each source adapter instead")
         spec = resolve_backbone(manifest.get("backbone") or adapter_config.get("base_model_name_or_path"))
@@ -273,6 +290,9 @@ class AdapterPool:
         quant = self.quant or manifest.get("quant", "none")
         kind = adapter_config.get("peft_type")
         if self.engine != "shared" or kind != "LORA" or manifest.get("pooling"):
+            if task != "seq_cls":
+                raise ConfigError(f"{folder}: a tagging adapter is served on the shared engine as a LoRA adapter only",
+                                  "serve it with --engine shared, or retrain it as a LoRA adapter")
             with self.lock:
                 solo = load_adapter(folder, quant=self.quant, merge=self.engine == "merged", dtype=self.dtype_name,
                                     verify=False, device=str(self.device), force_base=self.force_base)
@@ -286,7 +306,7 @@ class AdapterPool:
         state = load_file(str(folder / "adapter_model.safetensors"))
         key = f"{spec.path}|{quant}|{task}"
         with self.lock:
-            backbone = self.backbones.get(key) or self._new_backbone(key, spec, quant)
+            backbone = self.backbones.get(key) or self._new_backbone(key, spec, quant, task)
             max_length = trained_max_length(manifest, backbone.base.config)
             check_max_length(max_length, backbone.base.config, spec.name)
             slot = f"adapter{self._next_slot}"
@@ -300,8 +320,8 @@ class AdapterPool:
             self.adapters[name] = served
         return served
 
-    def _new_backbone(self, key: str, spec: Any, quant: str) -> SharedBackbone:
-        base = load_backbone(spec, task="seq_cls", num_labels=2, quant=quant)
+    def _new_backbone(self, key: str, spec: Any, quant: str, task: str = "seq_cls") -> SharedBackbone:
+        base = load_backbone(spec, task=task, num_labels=2, quant=quant)
         base.eval()
         if quant == "none":
             base.to(self.device)
@@ -331,17 +351,30 @@ class AdapterPool:
         return next(b for b in self.backbones.values() if served.slot in b.slots)
 
     # ------------------------------------------------------------------------------------------- predicting
-    def encode(self, served: ServedAdapter, texts: list[str]) -> tuple[list[list[int]], list[int]]:
-        """Token ids per text (cut to the adapter's max_length as ``skewtune predict`` does) and the indices of
-        the texts that were truncated."""
+    def encode(self, served: ServedAdapter, texts: list[str]) -> tuple[list[EncodedText], list[int]]:
+        """Each text as the model reads it (cut to the adapter's max_length as ``skewtune predict`` and training
+        evaluation do) and the indices of the texts that were truncated. A tagging adapter's texts are split into
+        words on whitespace and tokenized as words (``skewtune.data.tokens.tokenize_token_split``)."""
         tokenizer = self.tokenizer(served)
-        encoded = tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
-        cut = [i for i, seq in enumerate(encoded) if len(seq) > served.max_length]
-        return [truncate_ids(seq, served.max_length, tokenizer.sep_token_id) for seq in encoded], cut
+        if served.task == "token_cls":
+            from skewtune.data.tokens import tokenize_token_split
 
-    def predict_rows(self, rows: list[tuple[ServedAdapter, list[int]]], top_k: list[int | None] | None = None
-                     ) -> list[dict[str, Any]]:
-        """Predictions for rows of one lane (see :attr:`ServedAdapter.lane`) in one forward pass, in row order."""
+            sentences = [(text.split(), [served.labels[0]] * len(text.split())) for text in texts]
+            label2id = {label: i for i, label in enumerate(served.labels)}
+            prefix = str((served.manifest.get("training") or {}).get("text_prefix") or "")
+            data = tokenize_token_split(tokenizer, sentences, label2id, served.max_length, "request", prefix=prefix)
+            encoded = [EncodedText(ids, words, positions) for ids, (words, _), positions
+                       in zip(data.input_ids, sentences, data.word_positions)]
+            return encoded, [i for i, e in enumerate(encoded) if any(p < 0 for p in e.word_positions or [])]
+        raw = tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
+        cut = [i for i, seq in enumerate(raw) if len(seq) > served.max_length]
+        return [EncodedText(truncate_ids(seq, served.max_length, tokenizer.sep_token_id)) for seq in raw], cut
+
+    def predict_rows(self, rows: list[tuple[ServedAdapter, EncodedText | list[int]]],
+                     top_k: list[int | None] | None = None) -> list[dict[str, Any]]:
+        """Predictions for rows of one lane (see :attr:`ServedAdapter.lane`) in one forward pass, in row order:
+        ``{"label", "probabilities"}`` per text, or for a tagging adapter ``{"words", "tags"}`` (the tag of each
+        word read at its first subword, as training evaluation reads it; None for a word cut off)."""
         served0 = rows[0][0]
         with self.lock:
             for served, _ in rows:
@@ -349,7 +382,7 @@ class AdapterPool:
                     raise KeyError(served.name)
             tokenizer = self.tokenizer(served0)
             collator = PaddingCollator(tokenizer.pad_token_id, padding_side=getattr(tokenizer, "padding_side", "right"))
-            batch = collator([{"input_ids": ids} for _, ids in rows])
+            batch = collator([{"input_ids": getattr(ids, "ids", ids)} for _, ids in rows])
             if served0.solo is not None:
                 clf = served0.solo
                 with torch.inference_mode(), clf.compute_context():
@@ -357,7 +390,10 @@ class AdapterPool:
             else:
                 logits = self._backbone_of(served0).logits([s.slot for s, _ in rows], batch)
         out = []
-        for i, (served, _) in enumerate(rows):
+        for i, (served, encoded) in enumerate(rows):
+            if served.task == "token_cls":
+                out.append(tag_record(logits[i, : len(encoded), : len(served.labels)], encoded, served.labels))
+                continue
             row = logits[i : i + 1, : len(served.labels)]
             if served.decision:
                 row = apply_decision(row, served.decision)
@@ -368,6 +404,14 @@ class AdapterPool:
                 record["probabilities"] = dict(best)
             out.append(record)
         return out
+
+
+def tag_record(logits: torch.Tensor, encoded: EncodedText, labels: list[str]) -> dict[str, Any]:
+    """``{"words", "tags"}`` of one text from its ``[tokens, labels]`` logits."""
+    best = logits.argmax(-1).tolist()
+    positions = encoded.word_positions or []
+    return {"words": list(encoded.words or []),
+            "tags": [labels[best[p]] if 0 <= p < len(best) else None for p in positions]}
 
 
 def check_served_name(name: str) -> None:
