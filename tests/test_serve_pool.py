@@ -344,3 +344,28 @@ def test_tagging_adapters_share_a_backbone_and_tag_as_training_evaluation_does(
         answer = client.post("/v1/predict", json={"adapter": "ner5", "texts": texts})
     assert answer.status_code == 200 and answer.json()["predictions"] == got[len(texts):]
     assert answer.json()["truncated"] == [2]
+
+
+def test_predict_command_tags_words_with_a_tagging_adapter(tiny_bert: Path, tmp_path: Path, capsys) -> None:
+    """`skewtune predict` on a tagging adapter: one record per input row, its columns kept (a `tags` column renamed
+    input_tags), words and tags as the serving engine gives them."""
+    import json
+
+    from skewtune.cli.main import main
+
+    tagger = make_tagger(tiny_bert, tmp_path / "tagger", ["O", "B-PER", "I-PER"], 9)
+    texts = ["Ana met Bruno in Porto", "nobody here", "word " * 20]
+    rows = [{"id": i, "text": t, "tags": "gold"} for i, t in enumerate(texts)]
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "--adapter", str(tagger), "--input", str(tmp_path / "in.jsonl"), "--output", str(out),
+                 "--batch_size", "2"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    pool = AdapterPool()
+    served = pool.add(tagger)
+    want = pool.predict_rows([(served, e) for e in pool.encode(served, texts)[0]])
+    assert [r["id"] for r in records] == [0, 1, 2] and all(r["input_tags"] == "gold" for r in records)
+    assert [{"words": r["words"], "tags": r["tags"]} for r in records] == want
+    assert "1 of 3 texts are longer than 12 tokens" in capsys.readouterr().err
+    assert main(["predict", "--adapter", str(tagger), "--input", str(tmp_path / "in.jsonl"), "--output",
+                 str(tmp_path / "o2.jsonl"), "--merge"]) == 2

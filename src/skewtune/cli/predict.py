@@ -85,9 +85,12 @@ def _predict(args: argparse.Namespace, manifest: dict) -> int:
 
     trained_column = (manifest.get("training") or {}).get("text_column")
     inputs = read_prediction_inputs(args.input, args.text_column, args.encoding, trained_column=trained_column)
-    classifier = load_adapter(args.adapter, quant=args.quant, merge=args.merge, max_length=args.max_length,
-                              dtype=args.dtype, task=args.task, force_base=args.force_base)
-    rows = classifier.predict(inputs.texts, batch_size=args.batch_size, progress=True)
+    if manifest.get("task_type") == "token_cls":
+        rows = _predict_tags(args, inputs.texts)
+    else:
+        classifier = load_adapter(args.adapter, quant=args.quant, merge=args.merge, max_length=args.max_length,
+                                  dtype=args.dtype, task=args.task, force_base=args.force_base)
+        rows = classifier.predict(inputs.texts, batch_size=args.batch_size, progress=True)
     records = (prediction_record(row, inputs.text_column, text, pred)
                for row, text, pred in zip(inputs.rows, inputs.texts, rows))
     lines = [json.dumps(record, ensure_ascii=False, default=str) for record in records]
@@ -121,6 +124,35 @@ def _predict_remote(args: argparse.Namespace) -> int:
             write_predictions(args, "\n".join(json.dumps(r, ensure_ascii=False, default=str) for r in records) + "\n")
     print(f"wrote {len(rows)} predictions to {args.output}")
     return 0
+
+
+def _predict_tags(args: argparse.Namespace, texts: list[str]) -> list[dict]:
+    """A tagging adapter's ``{"words", "tags"}`` per text, through the serving engine in this process (the same
+    checks and decoding as ``skewtune serve``), in batches of similar length."""
+    import sys
+
+    from skewtune.backbones import check_max_length
+    from skewtune.errors import ConfigError
+    from skewtune.serve.pool import AdapterPool
+
+    if args.merge:
+        raise ConfigError("--merge applies to classification adapters, not to a tagging adapter", "drop --merge")
+    pool = AdapterPool(quant=args.quant, dtype=args.dtype, force_base=args.force_base)
+    served = pool.add(args.adapter)
+    if args.max_length is not None:
+        check_max_length(args.max_length, pool.backbone_config(served), str(served.manifest.get("backbone")))
+        served.max_length = args.max_length
+    encoded, cut = pool.encode(served, texts)
+    if cut:
+        print(f"{len(cut)} of {len(texts)} texts are longer than {served.max_length} tokens: their last words are "
+              "tagged null", file=sys.stderr)
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    rows: list[dict] = [{} for _ in texts]
+    for start in range(0, len(order), args.batch_size):
+        chunk = order[start:start + args.batch_size]
+        for i, record in zip(chunk, pool.predict_rows([(served, encoded[i]) for i in chunk])):
+            rows[i] = record
+    return rows
 
 
 def check_output_place(args: argparse.Namespace) -> None:

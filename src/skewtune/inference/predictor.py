@@ -310,6 +310,7 @@ def _finite_or_none(value: Any) -> Any:
 
 def prediction_record(row: dict[str, Any], text_column: str, text: str, prediction: dict[str, Any]) -> dict[str, Any]:
     """One output line: the input row's columns (``label``/``probabilities`` renamed ``input_…``), then the prediction."""
-    out = {(f"input_{k}" if k in PREDICTION_KEYS else str(k)): _finite_or_none(v) for k, v in row.items()} if row else {}
+    taken = {*PREDICTION_KEYS, *prediction}  # a tagging adapter's prediction brings words and tags
+    out = {(f"input_{k}" if k in taken else str(k)): _finite_or_none(v) for k, v in row.items()} if row else {}
     out[text_column if row else "text"] = text
     return {**out, **prediction}

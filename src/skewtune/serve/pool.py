@@ -347,6 +347,10 @@ class AdapterPool:
             return served.solo.tokenizer
         return self._backbone_of(served).tokenizer
 
+    def backbone_config(self, served: ServedAdapter) -> Any:
+        """The transformers config of the model ``served`` runs on."""
+        return served.solo.model.config if served.solo is not None else self._backbone_of(served).base.config
+
     def _backbone_of(self, served: ServedAdapter) -> SharedBackbone:
         return next(b for b in self.backbones.values() if served.slot in b.slots)
 
