@@ -23,18 +23,22 @@ TEXTS = ["great movie, loved it", "awful food and slow service", "the train leav
 
 
 def make_adapter(base: Path, folder: Path, labels: list[str], *, kind: str = "lora", seed: int = 0,
-                 targets: tuple[str, ...] = ("query", "value"), decision: dict | None = None) -> Path:
-    """A peft adapter on the tiny BERT with non-zero (random) weights and a skewtune manifest."""
+                 targets: tuple[str, ...] = ("query", "value"), decision: dict | None = None,
+                 task: str = "seq_cls", max_length: int = 16) -> Path:
+    """A peft adapter on the tiny BERT (classifier, or tagger with ``task="token_cls"``) with non-zero (random)
+    weights and a skewtune manifest."""
     from peft import IA3Config, LoraConfig, TaskType, get_peft_model
-    from transformers import BertForSequenceClassification
+    from transformers import BertForSequenceClassification, BertForTokenClassification
 
     torch.manual_seed(seed)
-    model = BertForSequenceClassification.from_pretrained(str(base), num_labels=len(labels))
+    head = BertForTokenClassification if task == "token_cls" else BertForSequenceClassification
+    task_type = TaskType.TOKEN_CLS if task == "token_cls" else TaskType.SEQ_CLS
+    model = head.from_pretrained(str(base), num_labels=len(labels))
     if kind == "ia3":
-        config = IA3Config(task_type=TaskType.SEQ_CLS, target_modules=["key", "value", "output.dense"],
+        config = IA3Config(task_type=task_type, target_modules=["key", "value", "output.dense"],
                            feedforward_modules=["output.dense"], init_ia3_weights=False)
     else:
-        config = LoraConfig(task_type=TaskType.SEQ_CLS, r=4, lora_alpha=8, target_modules=list(targets),
+        config = LoraConfig(task_type=task_type, r=4, lora_alpha=8, target_modules=list(targets),
                             init_lora_weights=False, use_dora=kind == "dora")
     peft_model = get_peft_model(model, config)
     with torch.no_grad():  # a trained-looking head
@@ -43,10 +47,10 @@ def make_adapter(base: Path, folder: Path, labels: list[str], *, kind: str = "lo
                 param.normal_(0, 0.5)
     peft_model.save_pretrained(folder)
     write_manifest(folder, {
-        "name": folder.name, "task_type": "seq_cls", "backbone": str(base), "base_model": "tiny-bert",
+        "name": folder.name, "task_type": task, "backbone": str(base), "base_model": "tiny-bert",
         "base_fingerprint": base_fingerprint(str(base)), "adapter_type": kind, "quant": "none",
         "id2label": {str(i): lab for i, lab in enumerate(labels)}, "languages": ["en"],
-        "training": {"max_length": 16}, "metrics": {}, "decision": decision, "lineage": None})
+        "training": {"max_length": max_length}, "metrics": {}, "decision": decision, "lineage": None})
     return folder
 
 
@@ -201,31 +205,38 @@ def test_app_refusals_in_process(adapters: dict[str, Path], monkeypatch: pytest.
 
     pool = AdapterPool()
     pool.add(adapters["sent3"])
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
     real = pool.predict_rows
 
     def slow(rows, top_k=None):  # hold the worker so the queue fills deterministically
+        entered.set()
         gate.wait(10)
         return real(rows, top_k)
 
     monkeypatch.setattr(pool, "predict_rows", slow)
     settings = ServeSettings(max_queue_texts=3, max_texts_per_request=3, max_wait_ms=0)
-    with TestClient(create_app(pool, settings)) as client:
+    app = create_app(pool, settings)
+    with TestClient(app) as client:
         results: list[int] = []
-        threads = [threading.Thread(target=lambda: results.append(
-            client.post("/v1/predict", json={"adapter": "sent3", "texts": ["a b", "c d", "e f"]}).status_code))
-            for _ in range(3)]
-        for t in threads:
-            t.start()
-        for _ in range(200):  # one request waits in the worker, one fills the queue, the third is refused
-            if results:
+
+        def ask() -> None:
+            results.append(client.post("/v1/predict", json={"adapter": "sent3", "texts": ["a b", "c d", "e f"]})
+                           .status_code)
+
+        first = threading.Thread(target=ask)
+        first.start()
+        assert entered.wait(20)  # the worker holds the first request
+        second = threading.Thread(target=ask)
+        second.start()
+        for _ in range(400):  # the second request's 3 texts fill the queue
+            if app.state.batcher.queued_texts == 3:
                 break
-            threading.Event().wait(0.05)
+            threading.Event().wait(0.025)
         refused = client.post("/v1/predict", json={"adapter": "sent3", "text": "x"})
         gate.set()
-        for t in threads:
+        for t in (first, second):
             t.join(20)
-        assert sorted(results) == [200, 200, 503]
+        assert sorted(results) == [200, 200]
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert refused.json() == {"error": "error: the queue is full (3 texts waiting) (fix: retry after the "
                                            "Retry-After seconds, or send fewer texts at once)"}
@@ -283,25 +294,8 @@ def test_listening_beyond_loopback_without_a_key_warns() -> None:
 
 
 def make_tagger(base: Path, folder: Path, labels: list[str], seed: int) -> Path:
-    """A peft LoRA tagging adapter on the tiny BERT (random non-zero weights) with a skewtune manifest."""
-    from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import BertForTokenClassification
-
-    torch.manual_seed(seed)
-    model = get_peft_model(BertForTokenClassification.from_pretrained(str(base), num_labels=len(labels)),
-                           LoraConfig(task_type=TaskType.TOKEN_CLS, r=4, lora_alpha=8, target_modules=["query", "value"],
-                                      init_lora_weights=False))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "modules_to_save" in name:
-                param.normal_(0, 0.5)
-    model.save_pretrained(folder)
-    write_manifest(folder, {
-        "name": folder.name, "task_type": "token_cls", "backbone": str(base), "base_model": "tiny-bert",
-        "base_fingerprint": base_fingerprint(str(base)), "adapter_type": "lora", "quant": "none",
-        "id2label": {str(i): lab for i, lab in enumerate(labels)}, "languages": ["en"],
-        "training": {"max_length": 12}, "metrics": {}, "decision": None, "lineage": None})
-    return folder
+    """A LoRA tagging adapter on the tiny BERT, trained at 12 tokens per text."""
+    return make_adapter(base, folder, labels, seed=seed, task="token_cls", max_length=12)
 
 
 def test_tagging_adapters_share_a_backbone_and_tag_as_training_evaluation_does(
