@@ -18,7 +18,6 @@ adapter or route, 409 name taken, 413 body or text too large, 422 adapter refuse
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import time
@@ -336,4 +335,3 @@ async def serve_forever(app: Starlette, host: str, port: int, *, graceful_s: flo
                             timeout_graceful_shutdown=graceful_s, lifespan="on")
     server = uvicorn.Server(config)
     await server.serve(sockets=[sock] if sock is not None else None)
-    await asyncio.sleep(0)

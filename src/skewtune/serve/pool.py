@@ -25,7 +25,9 @@ pool unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,8 +164,6 @@ class SharedBackbone:
     dora: set[str] = field(default_factory=set)
 
     def compute_context(self) -> Any:
-        import contextlib
-
         return torch.autocast(self.device.type, dtype=self.dtype) if self.autocast else contextlib.nullcontext()
 
     def add(self, slot: str, folder: Path, adapter_config: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
@@ -184,7 +184,7 @@ class SharedBackbone:
             raise AdapterError(f"{folder}/adapter_config.json is not a LoRA config: {str(exc).splitlines()[0]}",
                                "re-save the adapter with skewtune") from exc
         copies = {path: _head_copy(model.get_submodule(path) if path not in self.routed else self.routed[path].base,
-                                   path, head_state, folder) for path in heads}
+                                   path, head_state) for path in heads}
         created = self.peft_model is None
         try:
             if created:
@@ -420,8 +420,6 @@ def tag_record(logits: torch.Tensor, encoded: EncodedText, labels: list[str]) ->
 
 def check_served_name(name: str) -> None:
     """A served name: 1–100 characters of letters, digits, ``-``, ``_``, ``.`` (it appears in URLs and metrics)."""
-    import re
-
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise ConfigError(f"adapter name {str(name)[:60]!r} is not allowed",
                           "use 1-100 letters, digits, '-', '_' or '.', starting with a letter or digit")
@@ -444,7 +442,7 @@ def _head_paths(model: nn.Module, modules_to_save: list[str], state: dict[str, t
     return paths
 
 
-def _head_copy(base: nn.Module, path: str, head_state: dict[str, torch.Tensor], folder: Path) -> nn.Module:
+def _head_copy(base: nn.Module, path: str, head_state: dict[str, torch.Tensor]) -> nn.Module:
     """A copy of head module ``base`` holding the adapter's tensors (resized where its label count differs)."""
     params = {k[len(path) + 1:]: v for k, v in head_state.items() if k.startswith(path + ".")}
     module = copy.deepcopy(base)

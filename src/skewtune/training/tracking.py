@@ -16,7 +16,6 @@ early stopping — the training run's log, in one object the pipeline's hooks ca
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -30,8 +29,6 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
     from skewtune.training.state import FitState
-
-logger = logging.getLogger(__name__)
 
 TRACKING_DIR = "tracking"  # under the run folder: the trackers' files (TensorBoard event files)
 TRACKING_PROJECT = "skewtune"  # the trackers' project / run name
