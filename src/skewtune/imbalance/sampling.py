@@ -184,6 +184,11 @@ class TextResampler:
         raise ConfigError(f"'{self.method}' needs a feature space to find neighbours",
                           "pass features=<embeddings [n, d]> to fit_resample, or texts with features=tfidf")
 
+    @property
+    def needs_features(self) -> bool:
+        """Does the method find neighbours in a feature space (texts or embeddings), or only count labels?"""
+        return bool(_ROW_METHODS[self.method][3])
+
     def fit_resample(self, X: Any, y: Any, features: Any = None) -> tuple[Any, np.ndarray]:
         """Resample rows; returns ``(X_res, y_res)`` and sets ``sample_indices_``."""
         n = len(X)

@@ -43,7 +43,8 @@ def predict_logits(model: Any, split: Any, collator: Any, batch_size: int, devic
         terminal = bool(getattr(sys.stderr, "isatty", lambda: False)())
         iterator = tqdm(mine, desc="predict", unit="batch", leave=not terminal)
     for indices in iterator:
-        batch = collator([split[i] for i in indices])
+        rows = split.__getitems__(indices) if hasattr(split, "__getitems__") else [split[i] for i in indices]
+        batch = collator(rows)
         batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
         outputs.append((indices, logits_of(model, batch).float().cpu()))
     if world > 1:

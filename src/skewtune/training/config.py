@@ -58,7 +58,10 @@ class TrainConfig:
     """
 
     # data
-    dataset: str = "tweets"  # registered corpus (tweets, pang_lee, amazon_fr, …) or a local .csv/.tsv/.jsonl/.json/.parquet file
+    dataset: str = "tweets"  # registered corpus (tweets, pang_lee, amazon_fr, …), a local .csv/.tsv/.jsonl/.json/.parquet file, a folder saved by datasets' save_to_disk, or a Hugging Face Hub dataset owner/name (online)
+    dataset_config: str | None = None  # configuration of a Hub dataset (e.g. sst2 for nyu-mll/glue); none: its default
+    streaming: bool = False  # read the training file as a stream (datasets' iterable dataset) instead of converting it to Arrow first: for data larger than disk cache or memory; needs --max_steps
+    num_proc: int | None = None  # processes tokenizing a split with datasets' map; none: every core (up to 8) for splits of 50,000 rows or more, one below
     text_column: str = "text"  # column of the texts in a local file
     label_column: str = "label"  # column of the labels in a local file
     validation_file: str | None = None  # validation rows from this file instead of 10% of --dataset
@@ -184,7 +187,7 @@ class TrainConfig:
             raise ConfigError(f"--num_train_epochs must be finite, got {self.num_train_epochs}", "pass e.g. 3")
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"--seed must be in [0, 2**32), got {self.seed}", "pass e.g. --seed 42")
-        for name in ("max_steps", "max_train_samples", "max_eval_samples", "max_tokens_per_batch"):
+        for name in ("max_steps", "max_train_samples", "max_eval_samples", "max_tokens_per_batch", "num_proc"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name} must be ≥ 1 when given, got {value}", f"pass a positive --{name} or leave it out")

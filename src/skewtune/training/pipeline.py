@@ -16,6 +16,7 @@ import json
 import logging
 import resource
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from accelerate.utils import set_seed
 from rich.console import Console
 from rich.table import Table
 from safetensors import SafetensorError
+from torch.utils.data import DataLoader
 
 from skewtune.adapters import AdapterSettings, build_adapter
 from skewtune.adapters.io import render_card, write_manifest
@@ -47,6 +49,7 @@ from skewtune.backbones.registry import (  # noqa: F401  (ABSOLUTE_POSITIONS: re
     set_backbone_dropout,
 )
 from skewtune.data import PaddingCollator
+from skewtune.data.streaming import StreamingBatches, StreamingTrain, expected_counts, oversampling_rates
 from skewtune.errors import ConfigError, OutputError
 from skewtune.evaluation.baselines import majority_macro_f1, tfidf_macro_f1
 from skewtune.evaluation.plots import plot_confusion_matrix
@@ -301,6 +304,7 @@ def _prepare_locked(cfg: TrainConfig, recipe: str, task: Task, splits: Any, outp
                     lock: OutputLock | None) -> Run:
     resume_dir = check_output_dir(cfg, output_dir)
     splits = task.load_splits(cfg) if splits is None else splits
+    timings = dict(getattr(splits, "info", {}).get("timings_s", {}))  # read, check_dedup, split (or scan)
     check_imbalance_names(cfg)
     if cfg.augment:
         augment_training_split(splits, cfg)
@@ -316,7 +320,9 @@ def _prepare_locked(cfg: TrainConfig, recipe: str, task: Task, splits: Any, outp
         logger.warning("%s", line)  # the estimate of `skewtune plan`; training goes on
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(spec)
+    started = time.perf_counter()
     tokenized = {split: task.tokenize(cfg, tokenizer, splits, split) for split in ("train", "validation", "test")}
+    timings["tokenize"] = time.perf_counter() - started
     quantize_embeddings = resolve_quantize_embeddings(cfg.quant, cfg.quantize_embeddings)
     model = load_backbone(spec, task=task.name, num_labels=len(splits.labels), id2label=splits.id2label,
                           quant=cfg.quant, quantize_embeddings=quantize_embeddings)
@@ -337,7 +343,9 @@ def _prepare_locked(cfg: TrainConfig, recipe: str, task: Task, splits: Any, outp
     return Run(cfg=cfg, recipe=recipe, task=task, output_dir=output_dir, accelerator=accelerator, splits=splits,
                spec=spec, tokenizer=tokenizer, model=model, tokenized=tokenized, collator=collator,
                resume_dir=resume_dir, lock=lock,
-               metrics={"quantize_embeddings": quantize_embeddings, "gradient_checkpointing": cfg.gradient_checkpointing})
+               metrics={"quantize_embeddings": quantize_embeddings, "gradient_checkpointing": cfg.gradient_checkpointing,
+                        "data_timings_s": {k: round(v, 3) for k, v in timings.items()},
+                        "tokenize_cache_reused": sorted(k for k, t in tokenized.items() if getattr(t, "reused_cache", False))})
 
 
 def enable_gradient_checkpointing(model: Any, quantized: bool) -> None:
@@ -385,6 +393,8 @@ def augment_training_split(splits: Any, cfg: TrainConfig) -> None:
     rows = augment_minority(splits.train_texts, splits.train_labels, target_ratio=cfg.augment_ratio,
                             method=cfg.augment, seed=cfg.seed, classes=splits.labels)
     splits.train_texts, splits.train_labels = list(rows.texts), list(rows.labels)
+    if splits.tables:  # the augmented rows are tokenized from the lists
+        splits.tables.pop("train", None)
     splits.info["augmented_rows"] = int(rows.num_added)
 
 
@@ -401,15 +411,20 @@ def resampled_indices(run: Run, epoch: int) -> list[int] | None:
         return sampler.global_indices().tolist()
     if run.row_indices is None:
         resampler = build_sampler(cfg.sampler, ratio=cfg.sampler_ratio, seed=cfg.seed)
-        resampler.fit_resample(run.splits.train_texts, labels)
+        # row indices stand for the rows: only samplers that find neighbours read the texts (TF-IDF features)
+        rows = run.splits.train_texts if getattr(resampler, "needs_features", True) else np.arange(len(labels))
+        resampler.fit_resample(rows, labels)
         run.row_indices = resampler.sample_indices_.tolist()
     return run.row_indices
 
 
 def training_class_counts(run: Run) -> list[int]:
-    """Rows per label id *as the model sees them*: after ``--sampler`` resampling (epoch 0's draw), so that
-    prior-based losses and post-hoc rules do not correct a skew the sampler already removed."""
+    """Rows per label id *as the model sees them*: after ``--sampler`` resampling (epoch 0's draw; a stream's
+    expected repetitions), so that prior-based losses and post-hoc rules do not correct a skew the sampler
+    already removed."""
     counts = run.splits.class_counts()
+    if isinstance(run.tokenized["train"], StreamingTrain):
+        return expected_counts(counts, oversampling_rates(counts, run.cfg.sampler, run.cfg.sampler_ratio))
     indices = resampled_indices(run, 0)
     if indices is None:
         return counts
@@ -440,9 +455,12 @@ def train(run: Run) -> FitState:
     threads = getattr(accelerator, "thread_choice", None)
     if threads is not None and accelerator.is_main_process:
         logger.info("%s", threads.log_line())
-    loader = batch_loader(train_split, train_split.lengths, cfg.per_device_train_batch_size, run.collator,
-                          seed=cfg.seed, max_tokens=cfg.max_tokens_per_batch, indices=resampled_indices(run, 0),
-                          resample=(lambda epoch: resampled_indices(run, epoch)) if cfg.sampler else None)
+    if isinstance(train_split, StreamingTrain):
+        loader = streaming_loader(run)
+    else:
+        loader = batch_loader(train_split, train_split.lengths, cfg.per_device_train_batch_size, run.collator,
+                              seed=cfg.seed, max_tokens=cfg.max_tokens_per_batch, indices=resampled_indices(run, 0),
+                              resample=(lambda epoch: resampled_indices(run, epoch)) if cfg.sampler else None)
     run.loss_fn = build_loss(run)
     lr = cfg.learning_rate_value()
     if lr is None:
@@ -502,7 +520,11 @@ def train(run: Run) -> FitState:
         logger.info("restored the adapter of step %d (best validation %s %.4f; --load_best_model_at_end)",
                     log.best_step, cfg.metric_for_best_model, log.best_metric)
     run.metrics.update(log.summary())
-    samples = len(train_split) * min(cfg.num_train_epochs, state.global_step / result.plan.updates_per_epoch)
+    if isinstance(train_split, StreamingTrain):
+        samples = state.global_step * cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * \
+            accelerator.num_processes
+    else:
+        samples = len(train_split) * min(cfg.num_train_epochs, state.global_step / result.plan.updates_per_epoch)
     run.metrics["train_runtime_s"] = state.train_seconds  # every segment of a resumed run, not just the last
     run.metrics["train_samples_per_second"] = samples / max(state.train_seconds, 1e-9)
     run.metrics["train_steps"] = state.global_step
@@ -510,6 +532,18 @@ def train(run: Run) -> FitState:
         run.metrics["skipped_nan_batches"] = state.skipped_batches
     run.metrics["history"] = state.history
     return state
+
+
+def streaming_loader(run: Run) -> DataLoader:
+    """``--streaming``: a loader of exactly ``--max_steps`` optimizer steps of batches read from the stream
+    (:class:`~skewtune.data.streaming.StreamingBatches`), oversampled per ``--sampler``."""
+    cfg, train_split = run.cfg, run.tokenized["train"]
+    rates = oversampling_rates(train_split.counts, cfg.sampler, cfg.sampler_ratio)
+    batches = StreamingBatches(train_split, run.tokenizer, run.collator, batch_size=cfg.per_device_train_batch_size,
+                               max_length=cfg.max_length, seed=cfg.seed, rates=rates,
+                               max_tokens=cfg.max_tokens_per_batch,
+                               num_batches=cfg.max_steps * cfg.gradient_accumulation_steps * run.accelerator.num_processes)
+    return DataLoader(batches, batch_size=None, num_workers=0)
 
 
 def evaluate_split(run: Run, split: str | Any) -> dict[str, Any]:
@@ -547,6 +581,8 @@ def finish_metrics(run: Run) -> dict[str, Any]:
         "all_params": total,
         "backbone_bytes": int(base.get_memory_footprint()),
         "peak_rss_mb": peak_rss_mb(),
+        # the largest finished child process (datasets' tokenizing workers), not part of peak_rss_mb
+        "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "train_size": len(run.tokenized["train"]),
         "validation_size": len(run.tokenized["validation"]),
         "test_size": len(run.tokenized["test"]),
@@ -566,7 +602,11 @@ def finish_metrics(run: Run) -> dict[str, Any]:
     val_history = [h for h in run.state.history if "eval_macro_f1" in h]
     if val_history:
         metrics["validation_macro_f1"] = val_history[-1]["eval_macro_f1"]
-    if cfg.baselines and run.task.baselines and run.accelerator.is_main_process:
+    if cfg.baselines and run.task.baselines and getattr(run.splits, "stream", None) is not None:
+        metrics["baselines_skipped"] = "streaming: the baselines train on every training text in memory"
+        if run.accelerator.is_main_process:
+            logger.info("baselines skipped: with --streaming the training texts are not held in memory")
+    elif cfg.baselines and run.task.baselines and run.accelerator.is_main_process:
         s = run.splits
         metrics["baseline_majority_macro_f1"] = majority_macro_f1(s.train_labels, s.test_labels)
         metrics["baseline_tfidf_macro_f1"] = tfidf_macro_f1(s.train_texts, s.train_labels, s.test_texts, s.test_labels, cfg.seed)
@@ -694,7 +734,7 @@ def write_run_report(run: Run, path: Path) -> Path:
     def counts(values: list[str]) -> dict[str, int]:
         return {label: values.count(label) for label in labels}
 
-    class_counts = {"train (as loaded)": counts(splits.train_labels)}
+    class_counts = {"train (as loaded)": dict(zip(labels, splits.class_counts(), strict=True))}
     if run.row_indices is not None:
         class_counts["train (after resampling)"] = counts([splits.train_labels[i] for i in run.row_indices])
     class_counts.update({"validation": counts(splits.validation_labels), "test": counts(splits.test_labels)})

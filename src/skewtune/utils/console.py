@@ -41,6 +41,10 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    # datasets' bars (conversion to Arrow, map) off: skewtune logs one line per large step instead
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "datasets" in sys.modules:  # imported already (read its setting at import): switch the bars off directly
+        sys.modules["datasets"].disable_progress_bars()
     warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="peft")
@@ -50,6 +54,8 @@ def quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
     for name in ("bitsandbytes", "kernels", "accelerate", "peft"):  # kernels: bitsandbytes' CPU kernel lookup
         logging.getLogger(name).setLevel(logging.ERROR)
+    # datasets logs a file it cannot parse at ERROR before raising; skewtune reports it in one line of its own
+    logging.getLogger("datasets").setLevel(logging.CRITICAL)
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
