@@ -197,3 +197,23 @@ def test_streaming_run_through_the_cli(tiny_bert: Path, skewed_csv: Path, tmp_pa
     assert cli_main(["train", *tiny_args(tiny_bert, skewed_csv, bad, "--streaming", "true")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [err[-1]] and err[-1].startswith("error: --streaming needs --max_steps") and not bad.exists()
+
+
+def test_python_api_trains_on_a_datasets_object(tiny_bert: Path, tmp_path: Path) -> None:
+    """The README's Python example: a DatasetDict straight into load_dataset_splits, then run_training."""
+    from skewtune.training import TrainConfig, run_training
+
+    texts, labels = make_texts(240, seed=2)
+    names = ["negative", "positive"]
+    features = datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    data = datasets.DatasetDict({"train": datasets.Dataset.from_dict(
+        {"sentence": texts, "label": [names.index(y) for y in labels]}, features=features)})
+    folder = tmp_path / "my_ds"
+    data.save_to_disk(str(folder))
+    splits = load_dataset_splits(datasets.load_from_disk(str(folder)), text_column="sentence")
+    cfg = TrainConfig(output_dir=str(tmp_path / "run"), backbone=str(tiny_bert), quant="none", num_train_epochs=3,
+                      learning_rate="1e-2", per_device_train_batch_size=16, baselines=False, report_plots=False,
+                      report_to="none")
+    run = run_training(cfg, splits=splits)
+    assert run.metrics["eval_macro_f1"] > 0.8 and run.metrics["labels"] == names
+    assert (tmp_path / "run" / "adapter" / "skewtune.json").is_file()

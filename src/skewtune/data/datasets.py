@@ -14,7 +14,6 @@ from typing import Any
 
 import datasets
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from skewtune.data import pattern3
 from skewtune.data.readers import TEXT_SUFFIXES, check_path, read_rows, read_table
@@ -154,6 +153,10 @@ def _split(*arrays, whole: Sequence[Any] | None = None, **kwargs):
     ``whole``: the labels of the full data, named in the message (the failing call may see a held-out part only).
     """
     try:
+        # lazy: scikit-learn's import is one of the slowest steps of reading a data file, and a bad file is
+        # reported before any split (one command's error path stays fast)
+        from sklearn.model_selection import train_test_split
+
         return train_test_split(*arrays, **kwargs)
     except ValueError as exc:
         labels = whole if whole is not None else arrays[-1]
