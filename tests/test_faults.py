@@ -35,7 +35,7 @@ CKPT_FILES = {"model.safetensors", "optimizer.bin", "scheduler.bin", "random_sta
 ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "README.md", "skewtune.json"}
 TOP_LEVEL = {"checkpoints", "adapter", "metrics.json", "config.json", "confusion_matrix.png", "tracking", "report.html"}
 VOLATILE_METRICS = {"train_runtime_s", "train_samples_per_second", "peak_rss_mb", "log_history",  # log_history: samples/s
-                    "data_timings_s", "tokenize_cache_reused"}  # a re-run reads the tokenized rows from the cache
+                    "data_timings_s", "tokenize_cache_reused", "peak_rss_children_mb"}  # a re-run reads the cache
 WEIGHT_TOL = 1e-6
 KILLS = 4
 

@@ -194,15 +194,19 @@ def test_top_level_and_predict_help(capsys) -> None:
 def test_choice_names_match_the_registries() -> None:
     from skewtune.adapters import ADAPTERS
     from skewtune.backbones import registry as backbones
+    from skewtune.data.tables import PROBLEM_TYPES
     from skewtune.data.upos import TAGSETS as UPOS_TAGSETS
     from skewtune.fewshot.config import METHOD_NAMES
     from skewtune.fewshot.methods import METHODS
     from skewtune.imbalance import AUGMENTERS, LOSSES, POST_HOC, SAMPLERS
+    from skewtune.imbalance.multilabel import MULTILABEL_LOSSES
+    from skewtune.tasks.regression import REGRESSION_LOSSES
     from skewtune.training import config as c
 
     assert set(c.ADAPTER_NAMES) == set(ADAPTERS.names())
-    assert set(c.LOSS_NAMES) == set(LOSSES.names())
-    assert set(c.SAMPLER_NAMES) == set(SAMPLERS.names())
+    assert set(c.LOSS_NAMES) == set(LOSSES.names()) | set(MULTILABEL_LOSSES.names()) | set(REGRESSION_LOSSES)
+    assert set(c.SAMPLER_NAMES) == set(SAMPLERS.names()) | {"ml_ros"}
+    assert set(c.PROBLEM_TYPES) == set(PROBLEM_TYPES)
     assert set(c.AUGMENT_NAMES) == set(AUGMENTERS.names())
     assert set(c.POST_HOC_NAMES) == set(POST_HOC.names())
     assert set(c.QUANT_MODES) == set(backbones.QUANT_MODES)

@@ -320,7 +320,7 @@ def test_predict_refuses_non_finite_probabilities(world: World, monkeypatch: pyt
 
     classifier = load_adapter(world.adapter)
     monkeypatch.setattr(AdapterClassifier, "logits",
-                        lambda self, texts, batch_size=128, progress=False: torch.full((len(texts), 3), float("nan")))
+                        lambda self, texts, batch_size=128, progress=False, pairs=None: torch.full((len(texts), 3), float("nan")))
     with pytest.raises(AdapterError, match=r"non-finite \(NaN/inf\) probabilities for 2 of 2"):
         classifier.predict(["a", "b"])
     with pytest.raises(ConfigError, match="--batch_size must be a whole number"):

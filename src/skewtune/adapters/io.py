@@ -506,7 +506,10 @@ def peft_snippet(manifest: dict[str, Any]) -> list[str]:
              f"id2label = {id2label!r}"]
     if manifest.get("base_path") and hub_id and hub_id != base:
         lines.append(f"# the base model's local folder; with network access the Hub id {hub_id!r} works too")
-    lines += [f"base = {head}.from_pretrained({str(base)!r}, num_labels={len(id2label)}, id2label=id2label,",
+    # what the head's outputs are: the sigmoids of a multi-label head, the one number of a regression head
+    problem = {"multi_label": ", problem_type='multi_label_classification'",
+               "regression": ", problem_type='regression'"}.get(str(manifest.get("problem_type")), "")
+    lines += [f"base = {head}.from_pretrained({str(base)!r}, num_labels={len(id2label)}, id2label=id2label{problem},",
               "                                       ignore_mismatched_sizes=True)  # the adapter brings its own head",
               "model = PeftModel.from_pretrained(base, '<this folder>').eval()", "```"]
     return lines

@@ -29,6 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--text_column", default=None,
                         help="column of the texts in a table input (default: the column the adapter was trained on "
                              "when the file has it, else 'text')")
+    parser.add_argument("--text_pair_column", default=None,
+                        help="column of the second texts for an adapter trained on sentence pairs (default: the "
+                             "pair column it was trained on)")
     parser.add_argument("--task", default=None,
                         help="task of a merged multi-task adapter ('skewtune hub info' / skewtune.json list them; "
                              "default: its default task, with a warning)")
@@ -84,13 +87,15 @@ def _predict(args: argparse.Namespace, manifest: dict) -> int:
     from skewtune.inference.predictor import load_adapter, prediction_record, read_prediction_inputs
 
     trained_column = (manifest.get("training") or {}).get("text_column")
-    inputs = read_prediction_inputs(args.input, args.text_column, args.encoding, trained_column=trained_column)
+    pair_column = args.text_pair_column or manifest.get("text_pair_column")
+    inputs = read_prediction_inputs(args.input, args.text_column, args.encoding, trained_column=trained_column,
+                                    pair_column=pair_column)
     if manifest.get("task_type") == "token_cls":
         rows = _predict_tags(args, inputs.texts)
     else:
         classifier = load_adapter(args.adapter, quant=args.quant, merge=args.merge, max_length=args.max_length,
                                   dtype=args.dtype, task=args.task, force_base=args.force_base)
-        rows = classifier.predict(inputs.texts, batch_size=args.batch_size, progress=True)
+        rows = classifier.predict(inputs.texts, batch_size=args.batch_size, progress=True, pairs=inputs.pairs)
     records = (prediction_record(row, inputs.text_column, text, pred)
                for row, text, pred in zip(inputs.rows, inputs.texts, rows))
     lines = [json.dumps(record, ensure_ascii=False, default=str) for record in records]
@@ -127,8 +132,9 @@ def _predict_remote(args: argparse.Namespace) -> int:
 
 
 def _predict_tags(args: argparse.Namespace, texts: list[str]) -> list[dict]:
-    """A tagging adapter's ``{"words", "tags"}`` per text, through the serving engine in this process (the same
-    checks and decoding as ``skewtune serve``), in batches of similar length."""
+    """A tagging adapter's ``{"words", "tags"}`` per text (plus ``"spans"`` with character offsets for BIO/BIOES
+    tags), through the serving engine in this process (the same checks and decoding as ``skewtune serve``), in
+    batches of similar length."""
     import sys
 
     from skewtune.backbones import check_max_length

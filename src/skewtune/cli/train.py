@@ -21,9 +21,9 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # bad flags and YAML fail here, before torch loads
     # lazy: keeps `skewtune --help` fast; the task reads the data before the training stack (peft, accelerate)
     # imports, so a data error is reported without waiting for them
-    from skewtune.tasks import SequenceClassification
+    from skewtune.tasks import sequence_task
 
-    task = SequenceClassification()
+    task = sequence_task(cfg)
     cfg.validate()
     task.check_config(cfg)
     splits = task.load_splits(cfg)

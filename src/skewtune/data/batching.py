@@ -67,14 +67,32 @@ def truncate_ids(seq: list[int], max_length: int, sep_token_id: int | None) -> l
     return seq[: max_length - 1] + [last] if last is not None else seq[:max_length]
 
 
+def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int,
+                 pairs: Sequence[str] | None = None) -> tuple[list[list[int]], list[bool]]:
+    """Token ids of ``texts`` (with their ``pairs``: ``[CLS] a [SEP] b [SEP]``) cut to ``max_length``, and which
+    were cut. A single text keeps its final separator (:func:`truncate_ids`); a pair is cut longest-first by
+    the tokenizer, so both sides keep tokens."""
+    encoded = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=False,
+                        add_special_tokens=True)["input_ids"]
+    cut = [len(seq) > max_length for seq in encoded]
+    if pairs is None:
+        return [truncate_ids(seq, max_length, tokenizer.sep_token_id) for seq in encoded], cut
+    long_rows = [i for i, c in enumerate(cut) if c]
+    if long_rows:
+        again = tokenizer([texts[i] for i in long_rows], [pairs[i] for i in long_rows], truncation="longest_first",
+                          max_length=max_length, add_special_tokens=True)["input_ids"]
+        for i, ids in zip(long_rows, again):
+            encoded[i] = ids
+    return [list(seq) for seq in encoded], cut
+
+
 def tokenize_split(
-    tokenizer: Any, texts: Sequence[str], labels: Sequence[int] | None = None, max_length: int = 128,
-    split_name: str = "data",
+    tokenizer: Any, texts: Sequence[str], labels: Sequence[Any] | None = None, max_length: int = 128,
+    split_name: str = "data", pairs: Sequence[str] | None = None,
 ) -> TokenizedSplit:
-    """Tokenise all texts in one fast-tokenizer call; truncation is counted and reported once."""
-    encoded = tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
-    ids = [truncate_ids(seq, max_length, tokenizer.sep_token_id) for seq in encoded]
-    truncated = sum(len(seq) > max_length for seq in encoded)
+    """Tokenise all texts (or text pairs) in one fast-tokenizer call; truncation is counted and reported once."""
+    ids, cut = encode_texts(tokenizer, texts, max_length, pairs)
+    truncated = sum(cut)
     if truncated:
         logger.warning("%d of %d %s texts are longer than %d tokens and were truncated", truncated, len(ids), split_name, max_length)
     return TokenizedSplit(ids, list(labels) if labels is not None else None, truncated)
@@ -123,12 +141,10 @@ def tokenize_table(tokenizer: Any, table: datasets.Dataset, labels: Sequence[int
 
     fingerprint = hashlib.sha256(f"{table._fingerprint}|{tokenizer_digest(tokenizer)}|{max_length}|ids-v1".encode())
     fingerprint_hex = fingerprint.hexdigest()[:32]
-    sep = tokenizer.sep_token_id
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        encoded = tokenizer(batch["text"], truncation=False, add_special_tokens=True)["input_ids"]
-        ids = [truncate_ids(seq, max_length, sep) for seq in encoded]
-        return {"input_ids": ids, "length": [len(x) for x in ids], "truncated": [len(e) > max_length for e in encoded]}
+        ids, cut = encode_texts(tokenizer, batch["text"], max_length, batch.get("text_pair"))
+        return {"input_ids": ids, "length": [len(x) for x in ids], "truncated": cut}
 
     features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")),
                                   "length": datasets.Value("int32"), "truncated": datasets.Value("bool")})
@@ -163,12 +179,19 @@ def _cache_exists(table: datasets.Dataset, fingerprint: str) -> bool:
 
 
 class PaddingCollator:
-    """Pad a list of examples to the longest one in the batch (optionally to a multiple of ``pad_to_multiple_of``)."""
+    """Pad a list of examples to the longest one in the batch (optionally to a multiple of ``pad_to_multiple_of``).
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, padding_side: str = "right") -> None:
+    ``segment_sep_id``: for sentence pairs on a backbone with segment embeddings (BERT's ``token_type_ids``),
+    the separator id; each position after the first separator gets segment 1, as the tokenizer's own
+    ``token_type_ids`` do (``[CLS] a [SEP]`` → 0, ``b [SEP]`` → 1).
+    """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, padding_side: str = "right",
+                 segment_sep_id: int | None = None) -> None:
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
         self.padding_side = padding_side
+        self.segment_sep_id = segment_sep_id
 
     def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         longest = max(len(item["input_ids"]) for item in batch)
@@ -185,9 +208,16 @@ class PaddingCollator:
                 input_ids[row, : len(seq)] = seq
                 attention[row, : len(seq)] = 1
         out = {"input_ids": input_ids, "attention_mask": attention}
+        if self.segment_sep_id is not None:
+            is_sep = (input_ids == self.segment_sep_id) & attention.bool()
+            before = torch.cumsum(is_sep.long(), dim=1) - is_sep.long()  # separators strictly before a position
+            out["token_type_ids"] = ((before >= 1) & attention.bool()).long()
         if "labels" in batch[0]:
             first = batch[0]["labels"]
-            if isinstance(first, list):  # token classification: pad labels with -100
+            if isinstance(first, float) or (isinstance(first, tuple | list) and first and isinstance(first[0], float)):
+                # regression targets and multi-hot rows (multi-label): float
+                out["labels"] = torch.as_tensor([item["labels"] for item in batch], dtype=torch.float32)
+            elif isinstance(first, list):  # token classification: pad labels with -100
                 labels = torch.full((len(batch), longest), -100, dtype=torch.long)
                 for row, item in enumerate(batch):
                     lab = torch.as_tensor(item["labels"], dtype=torch.long)

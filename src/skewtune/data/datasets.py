@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import time
 from collections import Counter
@@ -18,8 +19,10 @@ import numpy as np
 from skewtune.data import pattern3
 from skewtune.data.readers import TEXT_SUFFIXES, check_path, read_rows, read_table
 from skewtune.data.tables import (
+    PROBLEM_TYPES,
     SCAN_BATCH,
     CheckedTable,
+    Columns,
     check_table,
     from_python,
     is_hub_name,
@@ -37,14 +40,18 @@ logger = logging.getLogger("skewtune")
 
 @dataclass
 class Splits:
-    """Texts and string labels per split plus the label order (index = class id)."""
+    """Texts and labels per split plus the label order (index = class id).
+
+    Labels per row: a class name (``single_label``), a list of class names (``multi_label``) or a number
+    (``regression``, whose one "label" is ``score``). ``pairs``: the second texts of sentence pairs, per split.
+    """
 
     train_texts: Sequence[str]  # a list, or the texts of an Arrow-backed table (:class:`TextColumn`)
-    train_labels: list[str]
+    train_labels: list[Any]
     validation_texts: Sequence[str]
-    validation_labels: list[str]
+    validation_labels: list[Any]
     test_texts: Sequence[str]
-    test_labels: list[str]
+    test_labels: list[Any]
     labels: list[str]
     name: str = "custom"
     language: str = "en"
@@ -53,6 +60,8 @@ class Splits:
     tables: dict[str, datasets.Dataset] | None = None
     # --streaming: the training stream (skewtune.data.streaming.StreamingTrain) instead of training texts
     stream: Any = None
+    problem_type: str = "single_label"
+    pairs: dict[str, Sequence[str]] | None = None
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -62,14 +71,37 @@ class Splits:
     def id2label(self) -> dict[int, str]:
         return dict(enumerate(self.labels))
 
-    def ids(self, split: str) -> list[int]:
+    def ids(self, split: str) -> list[Any]:
+        """Training targets of a split: class ids, multi-hot rows of floats (multi-label) or the numbers."""
+        values = getattr(self, f"{split}_labels")
+        if self.problem_type == "regression":
+            return [float(v) for v in values]
         mapping = self.label2id
-        return [mapping[label] for label in getattr(self, f"{split}_labels")]
+        if self.problem_type == "multi_label":
+            width = len(self.labels)
+            rows = []
+            for names in values:
+                row = [0.0] * width
+                for name in names:
+                    row[mapping[name]] = 1.0
+                rows.append(row)
+            return rows
+        return [mapping[label] for label in values]
+
+    def pair_texts(self, split: str) -> Sequence[str] | None:
+        """The second texts of a split's sentence pairs (None: single texts)."""
+        return None if self.pairs is None else self.pairs[split]
 
     def class_counts(self) -> list[int]:
+        """Training rows per class (multi-label: rows holding each label; regression: the row count)."""
         if self.stream is not None:
             return list(self.stream.counts)
-        counts = Counter(self.train_labels)
+        if self.problem_type == "regression":
+            return [len(self.train_labels)]
+        if self.problem_type == "multi_label":
+            counts = Counter(name for names in self.train_labels for name in names)
+        else:
+            counts = Counter(self.train_labels)
         return [counts[label] for label in self.labels]
 
 
@@ -194,18 +226,67 @@ class TextColumn(SequenceABC):
         return f"TextColumn({len(self)} texts)"
 
 
-def _texts(table: datasets.Dataset) -> Sequence[str]:
+def _texts(table: datasets.Dataset, column: str = "text") -> Sequence[str]:
     """An in-memory table's texts as a list; a file-backed (memory-mapped) table's as a :class:`TextColumn`."""
-    return TextColumn(table) if table.cache_files else table["text"][:]
+    return TextColumn(table, column) if table.cache_files else table[column][:]
 
 
-def _source_tables(dataset: Any, text_column: str, label_column: str, encoding: str,
+@dataclass(frozen=True)
+class Corpus:
+    """A registered corpus beyond single texts with one label: a loader of its columns and what they are."""
+
+    load: Callable[[], dict[str, list[Any]]]  # columns "text" (, "text_pair"), "label" of the whole corpus
+    problem_type: str = "single_label"
+    language: str = "en"
+    splits: Callable[[], dict[str, dict[str, list[Any]]]] | None = None  # given train/test splits, if any
+    pairs: bool = False  # a "text_pair" column: sentence pairs
+
+
+# sentence pairs, multi-label and regression corpora (texts with one class each: DATASETS)
+CORPORA: Registry[Corpus] = Registry("corpus")
+
+
+def _snli_splits() -> dict[str, dict[str, list[Any]]]:
+    from skewtune.data.corpora import load_snli  # lazy: the corpus files are read only when asked for
+
+    out = {}
+    for split in ("train", "test"):
+        premises, hypotheses, labels = load_snli(split)
+        out[split] = {"text": premises, "text_pair": hypotheses, "label": labels}
+    return out
+
+
+def _wnut16_types() -> dict[str, list[Any]]:
+    from skewtune.data.corpora import load_wnut16_types
+
+    texts, labels = load_wnut16_types()
+    return {"text": texts, "label": [json.dumps(names) for names in labels]}
+
+
+def _vader() -> dict[str, list[Any]]:
+    from skewtune.data.corpora import load_vader
+
+    texts, scores, _ = load_vader()
+    return {"text": texts, "label": [repr(float(s)) for s in scores]}
+
+
+CORPORA.add("snli", Corpus(load=lambda: _snli_splits()["train"], splits=_snli_splits, pairs=True))
+CORPORA.add("wnut16_types", Corpus(load=_wnut16_types, problem_type="multi_label"))
+CORPORA.add("vader", Corpus(load=_vader, problem_type="regression"))
+
+
+def corpus_defaults(dataset: Any) -> Corpus | None:
+    """The registered corpus behind ``--dataset`` (it fixes the problem type and the pair column), if any."""
+    return CORPORA.get(dataset) if isinstance(dataset, str) and dataset in CORPORA else None
+
+
+def _source_tables(dataset: Any, columns: Columns, encoding: str,
                    dataset_config: str | None) -> tuple[dict[str, datasets.Dataset], str, str, str]:
     """The tables behind ``dataset``: ``{"all": …}`` to be split, or the given ``train`` (+ ``validation`` /
     ``test``) splits of a ``DatasetDict``; plus the dataset's name, language and how messages naming a row
     call it."""
     if isinstance(dataset, datasets.Dataset | datasets.DatasetDict):
-        return _dict_tables(dataset, text_column, label_column, "the dataset"), "custom", "en", "the dataset"
+        return _dict_tables(dataset, columns, "the dataset"), "custom", "en", "the dataset"
     if not isinstance(dataset, str):
         raise DataError(f"--dataset must be a name, a path or a datasets.Dataset, got {type(dataset).__name__}",
                         "pass a registered name, a local file or folder, or a datasets object")
@@ -213,41 +294,59 @@ def _source_tables(dataset: Any, text_column: str, label_column: str, encoding: 
         texts, labels, language = DATASETS.get(dataset)()
         table = datasets.Dataset.from_dict({"text": texts, "label": labels}, features=string_features(["text", "label"]))
         return {"all": table}, dataset, language, f"dataset '{dataset}'"
+    if dataset in CORPORA:
+        corpus = CORPORA.get(dataset)
+        if corpus.splits is not None:
+            given = corpus.splits()
+            tables = {name: datasets.Dataset.from_dict(data, features=string_features(list(data)))
+                      for name, data in given.items()}
+            return tables, dataset, corpus.language, f"dataset '{dataset}'"
+        data = corpus.load()
+        table = datasets.Dataset.from_dict(data, features=string_features(list(data)))
+        return {"all": table}, dataset, corpus.language, f"dataset '{dataset}'"
     path = Path(dataset)
     check_path(path)
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists()):
-        return {"all": load_saved(path, text_column, label_column)}, path.name, "en", f"dataset {path}"
+        return {"all": load_saved(path, columns)}, path.name, "en", f"dataset {path}"
     if is_hub_name(dataset):
-        loaded = load_hub(dataset, dataset_config, text_column, label_column)
+        loaded = load_hub(dataset, dataset_config)
         where = f"Hub dataset {dataset}"
-        return _dict_tables(loaded, text_column, label_column, where), dataset, "en", where
+        return _dict_tables(loaded, columns, where), dataset, "en", where
     if not path.exists() and not dataset.lower().endswith(TEXT_SUFFIXES):
+        names = [*DATASETS.names(), *CORPORA.names()]
         raise DataError(
             f"dataset '{dataset}' is neither a known name nor an existing file",
-            f"use one of: {', '.join(DATASETS.names())}, a local csv/jsonl/parquet file, or a Hub name owner/name",
+            f"use one of: {', '.join(names)}, a local csv/jsonl/parquet file, or a Hub name owner/name",
         )
-    return {"all": load_file(path, text_column, label_column, encoding)}, path.stem, "en", str(path)
+    return {"all": load_file(path, columns, encoding)}, path.stem, "en", str(path)
 
 
-def _dict_tables(data: datasets.Dataset | datasets.DatasetDict, text_column: str, label_column: str,
+def _unlabelled(part: datasets.Dataset, label_column: str) -> bool:
+    """A split whose labels are all missing or -1 (GLUE's test splits): nothing to score against."""
+    if not part.num_rows or label_column not in part.column_names:
+        return False
+    sample = part.select(range(min(part.num_rows, 1000)))[label_column]
+    return all(v is None or (isinstance(v, int | float) and v == -1) for v in sample)
+
+
+def _dict_tables(data: datasets.Dataset | datasets.DatasetDict, columns: Columns,
                  where: str) -> dict[str, datasets.Dataset]:
     """A ``DatasetDict`` with a ``train`` split keeps its ``validation`` and ``test`` splits (test splits without
     labels, such as GLUE's, are left out and carved from training); anything else is split."""
     if isinstance(data, datasets.DatasetDict) and "train" in data:
-        tables = {"train": from_python(data["train"], text_column, label_column, f"{where} (train)")}
-        for split, names in (("validation", ("validation", "valid", "dev")), ("test", ("test",))):
+        tables = {"train": from_python(data["train"], columns, f"{where} (train)")}
+        for split, names in (("validation", ("validation", "valid", "dev", "validation_matched")),
+                             ("test", ("test",))):
             name = next((n for n in names if n in data), None)
             if name is None:
                 continue
             part = data[name]
-            labels = part.features.get(label_column) if isinstance(part.features, dict) else None
-            if isinstance(labels, datasets.ClassLabel) and part.num_rows and all(
-                    v is None or v < 0 for v in part.select(range(min(part.num_rows, 1000)))[label_column]):
+            if _unlabelled(part, columns.label):
                 logger.info("%s: the %s split has no labels; it is carved from training instead", where, name)
                 continue
-            tables[split] = from_python(part, text_column, label_column, f"{where} ({name})")
+            tables[split] = from_python(part, columns, f"{where} ({name})")
         return tables
-    return {"all": from_python(data, text_column, label_column, where)}
+    return {"all": from_python(data, columns, where)}
 
 
 def load_dataset_splits(
@@ -263,76 +362,100 @@ def load_dataset_splits(
     skip_empty_texts: bool = False,
     encoding: str = "utf-8",
     dataset_config: str | None = None,
+    text_pair_column: str | None = None,
+    problem_type: str | None = None,
+    label_delimiter: str = ";",
 ) -> Splits:
     """Train/validation/test splits of a registered name, a local file (csv/tsv/jsonl/json/parquet), a saved
     ``datasets`` folder, a Hub dataset name (``owner/name``, online) or a ``datasets.Dataset`` / ``DatasetDict``.
 
     Files become Arrow tables (:mod:`skewtune.data.tables`), checked and deduplicated batch by batch, then split
-    by row index, stratified: texts stay in Arrow. The corpus is deduplicated before splitting so no text lands in
-    two splits; ``validation_file`` / ``test_file`` (and a ``DatasetDict``'s own splits) are used as given, their
-    texts seen in training dropped.
+    by row index, stratified (multi-label: by each row's rarest label; regression: by decile): texts stay in
+    Arrow. The corpus is deduplicated before splitting so no text (no pair) lands in two splits;
+    ``validation_file`` / ``test_file`` (and a ``DatasetDict``'s own splits) are used as given, their texts seen
+    in training dropped. ``problem_type``: ``single_label`` (default), ``multi_label`` or ``regression``
+    (registered corpora bring their own); ``text_pair_column``: the second text of sentence pairs.
     """
+    corpus = corpus_defaults(dataset)
+    if corpus is not None:
+        if problem_type not in (None, corpus.problem_type):
+            raise DataError(f"dataset '{dataset}' is a {corpus.problem_type} corpus, not {problem_type}",
+                            f"drop --problem_type or pass --problem_type {corpus.problem_type}")
+        problem_type = corpus.problem_type
+        text_column, label_column = "text", "label"
+        text_pair_column = "text_pair" if corpus.pairs else None
+    problem_type = problem_type or "single_label"
+    if problem_type not in PROBLEM_TYPES:
+        raise DataError(f"unknown problem type '{problem_type}'", f"use one of: {', '.join(PROBLEM_TYPES)}")
+    columns = Columns(text=text_column, label=label_column, text_pair=text_pair_column, problem_type=problem_type,
+                      label_delimiter=label_delimiter)
     clock = time.perf_counter()
-    sources, name, language, rows_where = _source_tables(dataset, text_column, label_column, encoding, dataset_config)
+    sources, name, language, rows_where = _source_tables(dataset, columns, encoding, dataset_config)
     timings = {"read": time.perf_counter() - clock}
     clock = time.perf_counter()
     where = f"dataset '{dataset}'" if isinstance(dataset, str) else "the dataset"
     main = sources.get("all", sources.get("train"))
     assert main is not None
-    checked = check_table(main, where, skip_empty_texts=skip_empty_texts, rows_where=rows_where)
+
+    def check(table: datasets.Dataset, label: str, row_label: str, dedup: bool = True) -> CheckedTable:
+        return check_table(table, label, skip_empty_texts=skip_empty_texts, rows_where=row_label, dedup=dedup,
+                           problem_type=problem_type, label_delimiter=label_delimiter)
+
+    checked = check(main, where, rows_where)
     if not len(checked.keep):
         raise DataError(f"dataset '{dataset}' has no usable rows", "check the file")
-    given: dict[str, tuple[datasets.Dataset, np.ndarray, list[str]]] = {}
+    given: dict[str, tuple[CheckedTable, np.ndarray]] = {}
     for split, path in (("validation", validation_file), ("test", test_file)):
-        table = load_file(Path(path), text_column, label_column, encoding) if path else sources.get(split)
+        table = load_file(Path(path), columns, encoding) if path else sources.get(split)
         if table is not None:
-            given[split] = _held_out(table, str(path) if path else f"{where} ({split})", checked, skip_empty_texts)
+            label = str(path) if path else f"{where} ({split})"
+            held = check(table, label, label, dedup=False)
+            given[split] = (held, np.flatnonzero(~np.isin(held.keys, checked.keys)))  # texts seen in training: out
     timings["check_dedup"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    order = sorted(checked.classes)  # codes ranked as the class names sort: splits equal those of the names
-    rank = np.asarray([order.index(c) for c in checked.classes], dtype=np.int32)
-    codes = rank[checked.codes] if len(checked.classes) else checked.codes
+    single = problem_type == "single_label"
+    order = sorted(checked.classes)  # single-label codes ranked as the class names sort: the splits equal those
+    rank = np.asarray([order.index(c) for c in checked.classes], dtype=np.int64)  # of the names themselves
+    strata = rank[checked.codes] if single and len(checked.classes) else checked.codes
     rows = np.arange(len(checked.keep))
     if given and len(given) < 2:
         # carve the missing split out of training, stratified
-        tr, held, _, _ = _split(rows, codes, test_size=0.1, random_state=seed, stratify=codes, whole=_named(codes, order))
-        parts = {"train": tr, "validation" if "validation" not in given else "test": held}
+        tr, held_rows = _carve(rows, strata, seed, 0.1, _named(strata, order) if single else None)
+        parts = {"train": tr, "validation" if "validation" not in given else "test": held_rows}
     elif given:
         parts = {"train": rows}
+    elif single:
+        tr, _, va, _, te, _ = _named_split(rows, strata, order, seed)
+        parts = {"train": tr, "validation": va, "test": te}
     else:
-        tr, _, va, _, te, _ = _named_split(rows, codes, order, seed)
+        tr, rest = _carve(rows, strata, seed, 0.2, None)
+        va, te = _carve(rest, strata[rest], seed, 0.5, None)
         parts = {"train": tr, "validation": va, "test": te}
     limits = {"train": max_train_samples, "validation": max_eval_samples, "test": max_eval_samples}
     tables: dict[str, datasets.Dataset] = {}
-    labels: dict[str, list[str]] = {}
+    labels: dict[str, list[Any]] = {}
     for split in ("train", "validation", "test"):
         if split in parts:
-            picked = _subsample_rows(parts[split], codes[parts[split]], limits[split], seed)
+            picked = _subsample_rows(parts[split], strata[parts[split]], limits[split], seed)
             tables[split] = checked.table.select(checked.keep[picked])
-            labels[split] = [order[c] for c in codes[picked].tolist()]
+            labels[split] = checked.labels(picked)
         else:
-            table, keep, split_labels = given[split]
-            picked = _subsample_rows(np.arange(len(keep)), np.asarray(_codes_of(split_labels)), limits[split], seed)
-            tables[split] = table.select(keep[picked])
-            labels[split] = [split_labels[i] for i in picked.tolist()]
+            held, positions = given[split]
+            picked = _subsample_rows(positions, _split_strata(held, positions), limits[split], seed)
+            tables[split] = held.table.select(held.keep[picked])
+            labels[split] = held.labels(picked)
     for split_name in ("train", "validation", "test"):
         if not tables[split_name].num_rows:
             raise DataError(f"the {split_name} split is empty", "give more data or a larger --max_*_samples")
-    label_order = sorted(set(labels["train"]), key=_label_sort_key)
-    if len(label_order) < 2:
-        raise DataError(f"the training split holds one class only ('{label_order[0]}')", "a classifier needs two labels")
-    unseen = sorted((set(labels["validation"]) | set(labels["test"])) - set(label_order))
-    if unseen:
-        raise DataError(
-            f"label(s) {capped(map(repr, unseen))} appear in validation/test but never in training",
-            "add training examples of those labels or drop them from the evaluation files",
-        )
+    label_order = _label_order(problem_type, labels)
+    timings["split"] = time.perf_counter() - clock
+    pairs = ({split: _texts(table, "text_pair") for split, table in tables.items()}
+             if text_pair_column is not None else None)
     return Splits(_texts(tables["train"]), labels["train"], _texts(tables["validation"]), labels["validation"],
                   _texts(tables["test"]), labels["test"], label_order, name=name, language=language,
                   info={"duplicates_removed": checked.duplicates, "rows": int(len(checked.keep)),
-                        "empty_texts_skipped": checked.empty_texts,
-                        "timings_s": {**timings, "split": time.perf_counter() - clock}},
-                  tables=tables)
+                        "empty_texts_skipped": checked.empty_texts, "timings_s": timings},
+                  tables=tables, problem_type=problem_type, pairs=pairs)
 
 
 def _named(codes: np.ndarray, order: list[str]) -> list[str]:
@@ -352,17 +475,61 @@ def _named_split(rows: np.ndarray, codes: np.ndarray, order: list[str], seed: in
     return tr, tr_y, va, va_y, te, te_y
 
 
-def _codes_of(labels: list[str]) -> list[int]:
-    index = {label: i for i, label in enumerate(sorted(set(labels)))}
-    return [index[label] for label in labels]
+def _label_order(problem_type: str, labels: dict[str, list[Any]]) -> list[str]:
+    """Class names in id order (sorted, numbers by value), checked against validation and test."""
+    if problem_type == "regression":
+        return ["score"]
+    if problem_type == "multi_label":
+        seen = {split: {name for names in values for name in names} for split, values in labels.items()}
+    else:
+        seen = {split: set(values) for split, values in labels.items()}
+    order = sorted(seen["train"], key=_label_sort_key)
+    if len(order) < (1 if problem_type == "multi_label" else 2):
+        shown = f" ('{order[0]}')" if order else ""
+        raise DataError(f"the training split holds {len(order)} class(es){shown}", "a classifier needs two labels")
+    unseen = sorted((seen["validation"] | seen["test"]) - set(order))
+    if unseen:
+        raise DataError(
+            f"label(s) {capped(map(repr, unseen))} appear in validation/test but never in training",
+            "add training examples of those labels or drop them from the evaluation files",
+        )
+    return order
 
 
-def _held_out(table: datasets.Dataset, where: str, train: CheckedTable,
-              skip_empty_texts: bool) -> tuple[datasets.Dataset, np.ndarray, list[str]]:
-    """A held-out table checked, with its texts seen in training dropped: (table, rows kept, labels)."""
-    checked = check_table(table, where, skip_empty_texts=skip_empty_texts, dedup=False, rows_where=where)
-    unseen = ~np.isin(checked.keys, train.keys)
-    return checked.table, checked.keep[unseen], checked.labels(np.flatnonzero(unseen))
+def _split_strata(checked: CheckedTable, positions: np.ndarray) -> np.ndarray:
+    """Strata of a held-out table's rows for subsampling (class names sorted, as the whole file's)."""
+    if checked.problem_type != "single_label":
+        return checked.codes[positions]
+    order = sorted(checked.classes)
+    rank = np.asarray([order.index(c) for c in checked.classes], dtype=np.int64)
+    return rank[checked.codes[positions]] if len(checked.classes) else checked.codes[positions]
+
+
+def _carve(rows: np.ndarray, strata: np.ndarray, seed: int, fraction: float,
+           names: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` cut into (rest, a ``fraction``), stratified by ``strata``. Single-label (``names`` given): too few
+    rows of a class is an error naming it; the strata of multi-label and regression rows are a heuristic, so
+    strata too small to split are pooled, and a split that still cannot be stratified is drawn at random."""
+    if names is not None:
+        tr, held, _, _ = _split(rows, strata, test_size=fraction, random_state=seed, stratify=strata, whole=names)
+        return tr, held
+    pooled = _pool_small_strata(strata)
+    try:
+        tr, held = _split(rows, test_size=fraction, random_state=seed, stratify=pooled)
+    except DataError:
+        tr, held = _split(rows, test_size=fraction, random_state=seed)
+    return tr, held
+
+
+def _pool_small_strata(strata: np.ndarray, minimum: int = 10) -> np.ndarray | None:
+    """Strata with fewer than ``minimum`` rows merged into one (None: nothing left to stratify by)."""
+    if not len(strata):
+        return None
+    values, counts = np.unique(strata, return_counts=True)
+    small = set(values[counts < minimum].tolist())
+    pooled = np.asarray([-1 if s in small else s for s in strata.tolist()], dtype=np.int64)
+    _, pooled_counts = np.unique(pooled, return_counts=True)
+    return pooled if len(pooled_counts) > 1 and pooled_counts.min() >= 2 else None
 
 
 def _label_sort_key(label: str) -> tuple[int, float | str]:

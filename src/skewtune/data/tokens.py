@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from skewtune.data import pattern3
+from skewtune.data import corpora, pattern3
 from skewtune.data.batching import TokenizedSplit
 from skewtune.data.upos import TAGSETS, sentences_to_universal
 from skewtune.errors import BackboneError, ConfigError, DataError, capped, unknown_name
@@ -160,6 +160,14 @@ def _register_pattern3() -> None:
 
 
 _register_pattern3()
+
+
+def _wnut16() -> tuple[list[Sentence], str]:
+    """WNUT-16 Twitter NER train split: 2,394 tweets, BIO tags of 10 entity types (skewtune.data.corpora)."""
+    return corpora.load_wnut16(), "en"
+
+
+TOKEN_DATASETS.add("wnut16", _wnut16)
 
 
 def deduplicate_sentences(sentences: list[Sentence]) -> tuple[list[Sentence], int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -27,3 +28,12 @@ def tfidf_macro_f1(train_texts: list[str], train_labels: list[str], test_texts: 
     pipeline.fit(train_texts, train_labels)
     labels = sorted(set(train_labels) | set(test_labels))
     return float(f1_score(test_labels, pipeline.predict(test_texts), labels=labels, average="macro", zero_division=0))
+
+
+def pair_view(texts: Sequence[str], pairs: Sequence[str] | None) -> list[str]:
+    """Texts for the bag-of-words baselines: a sentence pair as one text whose second side's words carry a ``b_``
+    prefix (``"a man sleeps" + "nobody sleeps"`` → ``"a man sleeps b_nobody b_sleeps"``), so TF-IDF keeps the two
+    sides' words apart."""
+    if pairs is None:
+        return list(texts)
+    return [f"{a} {' '.join('b_' + w for w in str(b).split())}" for a, b in zip(texts, pairs)]

@@ -40,3 +40,21 @@ def keyed_report(result: dict[str, Any], names: list[str], keys: tuple[str, ...]
     for key in ("per_class_f1", "per_class_precision", "per_class_recall"):
         out[key] = dict(zip(names, result[key]))
     return out
+
+
+def multilabel_report(predictions: Any, references: Any, names: list[str]) -> dict[str, Any]:
+    """Multi-label metrics from ``(n, L)`` 0/1 (or bool) arrays: micro/macro/weighted/samples F1, subset accuracy,
+    Hamming loss, and per-label precision/recall/F1/support keyed by ``names`` (the bundled ``multilabel`` module)."""
+    result = load_metric("multilabel").compute(predictions=[[int(v) for v in row] for row in predictions],
+                                               references=[[int(v) for v in row] for row in references])
+    if result["num_labels"] != len(names):
+        raise ValueError(f"{len(names)} label names for {result['num_labels']} label columns")
+    out = keyed_report(result, names, ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "subset_accuracy",
+                                       "hamming_loss", "num_rows"))
+    out["support"] = dict(zip(names, result["support"]))
+    return out
+
+
+def regression_report(predictions: list[float], references: list[float]) -> dict[str, Any]:
+    """Pearson's r, Spearman's ρ, MSE and MAE (the bundled ``regression`` module)."""
+    return dict(load_metric("regression").compute(predictions=predictions, references=references))

@@ -60,6 +60,8 @@ class AdapterClassifier:
     dtype: torch.dtype = torch.float32  # compute precision (skewtune.inference.precision)
     autocast: bool = False  # quantized layers at a lower precision: run under torch.autocast
     task: str | None = None  # the head in use of a multi-task adapter (None: single-task)
+    problem_type: str = "single_label"  # single_label | multi_label | regression (the manifest's)
+    pairs: bool = False  # trained on sentence pairs: predict takes a second text per row
 
     @property
     def tasks(self) -> list[str]:
@@ -74,25 +76,43 @@ class AdapterClassifier:
         """``torch.autocast`` at ``dtype`` for models whose quantized layers cannot be cast, else a no-op."""
         return torch.autocast(self.device.type, dtype=self.dtype) if self.autocast else contextlib.nullcontext()
 
-    def logits(self, texts: list[str], batch_size: int = 128, progress: bool = False) -> torch.Tensor:
+    def logits(self, texts: list[str], batch_size: int = 128, progress: bool = False,
+               pairs: list[str] | None = None) -> torch.Tensor:
         check_batch_size(batch_size)
-        split = tokenize_split(self.tokenizer, texts, None, self.max_length, "input")
-        collator = PaddingCollator(self.tokenizer.pad_token_id, padding_side=getattr(self.tokenizer, "padding_side", "right"))
+        if self.pairs and pairs is None:
+            raise ConfigError("this adapter was trained on sentence pairs: give the second text of every row",
+                              "pass pairs= (Python) or --text_pair_column (skewtune predict)")
+        split = tokenize_split(self.tokenizer, texts, None, self.max_length, "input", pairs=pairs)
+        config = getattr(self.model, "config", None)
+        segments = pairs is not None and int(getattr(config, "type_vocab_size", 1) or 1) >= 2
+        collator = PaddingCollator(self.tokenizer.pad_token_id, padding_side=getattr(self.tokenizer, "padding_side", "right"),
+                                   segment_sep_id=self.tokenizer.sep_token_id if segments else None)
         with self.compute_context():
             logits = predict_logits(self.model, split, collator, batch_size, self.device, progress=progress)
         if self.decision:
             logits = apply_decision(logits, self.decision)
         return logits
 
-    def predict(self, texts: list[str], batch_size: int = 128, progress: bool = False) -> list[dict[str, Any]]:
-        """One dict per text: ``label`` and ``probabilities`` (label → p)."""
+    def predict(self, texts: list[str], batch_size: int = 128, progress: bool = False,
+                pairs: list[str] | None = None) -> list[dict[str, Any]]:
+        """One dict per text (or text pair): ``label`` and ``probabilities`` (label → p); multi-label: ``labels``
+        (those at or above their threshold) and ``probabilities`` (label → sigmoid after the thresholds' bias, so
+        0.5 is each label's cut); regression: ``score``."""
         if isinstance(texts, str):
             texts = [texts]
+            pairs = [pairs] if isinstance(pairs, str) else pairs
         check_batch_size(batch_size)
         if not texts:
             return []
-        return probability_records(self.logits(list(texts), batch_size, progress), self.labels,
-                                   str(self.manifest.get("name", "?")))
+        if pairs is not None and len(pairs) != len(texts):
+            raise ConfigError(f"{len(texts)} texts but {len(pairs)} second texts", "give one pair text per text")
+        logits = self.logits(list(texts), batch_size, progress, pairs=list(pairs) if pairs is not None else None)
+        name = str(self.manifest.get("name", "?"))
+        if self.problem_type == "regression":
+            return score_records(logits, name)
+        if self.problem_type == "multi_label":
+            return multilabel_records(logits, self.labels, name)
+        return probability_records(logits, self.labels, name)
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -166,7 +186,9 @@ def load_adapter(
         decision = (manifest["tasks"][chosen] or {}).get("decision")  # a decision rule belongs to one head
     return AdapterClassifier(model=model, tokenizer=tokenizer, id2label=id2label, manifest=manifest,
                              max_length=max_length, decision=decision, device=target,
-                             dtype=compute, autocast=autocast, task=chosen)
+                             dtype=compute, autocast=autocast, task=chosen,
+                             problem_type=manifest.get("problem_type") or "single_label",
+                             pairs=bool(manifest.get("text_pair_column")))
 
 
 def open_adapter_folder(folder: str | Path, *, verify: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -198,6 +220,30 @@ def trained_max_length(manifest: dict[str, Any], config: Any) -> int:
     trained = training.get("max_length") if isinstance(training, dict) else None
     max_length = trained if isinstance(trained, int) and not isinstance(trained, bool) and trained >= 1 else 128
     return min(max_length, position_limit(config) or max_length)
+
+
+def _finite_rows(values: torch.Tensor, adapter_name: str, what: str) -> None:
+    broken = ~torch.isfinite(values.reshape(len(values), -1)).all(dim=-1)
+    if bool(broken.any()):  # a broken adapter (e.g. an overflowed merge): refuse rather than write NaN
+        raise AdapterError(
+            f"adapter '{adapter_name}' produced non-finite (NaN/inf) {what} for {int(broken.sum())} of "
+            f"{len(values)} text(s); nothing was written",
+            "its weights are broken: retrain or re-merge it, or run 'skewtune hub verify' on its source")
+
+
+def multilabel_records(logits: torch.Tensor, labels: list[str], adapter_name: str) -> list[dict[str, Any]]:
+    """``{"labels", "probabilities"}`` per row of (decided) multi-label logits: every label with σ ≥ 0.5."""
+    probs = torch.sigmoid(logits.float())
+    _finite_rows(probs, adapter_name, "probabilities")
+    return [{"labels": [lab for lab, p in zip(labels, row) if p >= 0.5],
+             "probabilities": {lab: float(p) for lab, p in zip(labels, row)}} for row in probs.tolist()]
+
+
+def score_records(outputs: torch.Tensor, adapter_name: str) -> list[dict[str, Any]]:
+    """``{"score"}`` per row of a regression adapter's outputs."""
+    values = outputs.float().reshape(len(outputs), -1)[:, 0]
+    _finite_rows(values, adapter_name, "scores")
+    return [{"score": float(v)} for v in values.tolist()]
 
 
 def probability_records(logits: torch.Tensor, labels: list[str], adapter_name: str) -> list[dict[str, Any]]:
@@ -256,13 +302,14 @@ class PredictionInputs:
     texts: list[str]
     rows: list[dict[str, Any]]
     text_column: str
+    pairs: list[str] | None = None  # the second texts, for an adapter trained on sentence pairs
 
 
-PREDICTION_KEYS = ("label", "probabilities")  # written by predict; input columns of these names get an input_ prefix
+PREDICTION_KEYS = ("label", "labels", "probabilities", "score")  # written by predict; input columns of these names get an input_ prefix
 
 
 def read_prediction_inputs(path: str | Path, text_column: str | None = None, encoding: str = "utf-8",
-                           trained_column: str | None = None) -> PredictionInputs:
+                           trained_column: str | None = None, pair_column: str | None = None) -> PredictionInputs:
     """Texts and rows from .txt (one per line) or .csv/.tsv/.jsonl/.json/.parquet.
 
     The text column is ``text_column``, else ``trained_column`` (the column the adapter was trained on) when the
@@ -285,7 +332,18 @@ def read_prediction_inputs(path: str | Path, text_column: str | None = None, enc
         where = ", ".join(str(i + 1) for i in empty[:5]) + (", …" if len(empty) > 5 else "")
         raise DataError(f"{len(empty)} empty text(s) in {path} (row(s) {where})",
                         "remove or fill them: predictions are written one per input row, in order")
-    return PredictionInputs(texts=texts, rows=[dict(r) for r in rows], text_column=column)
+    pairs = None
+    if pair_column is not None:
+        if pair_column not in columns:
+            raise DataError(f"text pair column '{pair_column}' not found in {path} (columns: "
+                            f"{capped(map(str, columns))}); the adapter was trained on sentence pairs",
+                            "pass --text_pair_column NAME")
+        pairs, _ = read_table(path, text_column=pair_column, label_column=None, encoding=encoding, rows=rows)
+        blank = [i for i, t in enumerate(pairs) if not t.strip()]
+        if blank:
+            raise DataError(f"{len(blank)} empty second text(s) in {path} (row {blank[0] + 1} first)",
+                            "fill them: each row needs both texts of its pair")
+    return PredictionInputs(texts=texts, rows=[dict(r) for r in rows], text_column=column, pairs=pairs)
 
 
 def read_inputs(path: str | Path, text_column: str = "text", encoding: str = "utf-8") -> list[str]:

@@ -291,10 +291,11 @@ def merge_lora(
 
 
 def _label_groups(sources: Sequence[LoraSource], plan: MergePlan) -> list[tuple[str, list[int]]]:
-    """Group sources by label set (id2label; sources without one join a group with identical head shapes)."""
+    """Group sources by label set and problem type (a multi-label head never merges with a single-label head of
+    the same names); sources without labels join a group with identical head shapes."""
     keyed: list[tuple[Any, list[int]]] = []
     for i, src in enumerate(sources):
-        labels = src.id2label
+        labels = (src.problem_type, src.id2label) if src.id2label is not None else None
         sig = sorted((k, tuple(v.shape)) for k, v in src.heads.items())
         for key, members in keyed:
             first = sources[members[0]]

@@ -88,6 +88,11 @@ class LoraSource:
         return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) and labels else None
 
     @property
+    def problem_type(self) -> str:
+        """single_label, multi_label or regression (the manifest's; single_label when unrecorded)."""
+        return str((self.manifest or {}).get("problem_type") or "single_label")
+
+    @property
     def task_type(self) -> str:
         if self.manifest and self.manifest.get("task_type"):
             return str(self.manifest["task_type"])

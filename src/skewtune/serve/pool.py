@@ -41,6 +41,7 @@ from skewtune.adapters.io import check_base_fingerprint
 from skewtune.backbones import check_max_length, load_backbone, load_tokenizer, resolve_backbone
 from skewtune.data.batching import PaddingCollator, truncate_ids
 from skewtune.errors import AdapterError, ConfigError
+from skewtune.evaluation.spans import has_entities, tags_to_spans, word_offsets
 from skewtune.imbalance.decision import apply_decision
 from skewtune.inference.precision import apply_dtype, check_dtype_name, resolve_dtype
 from skewtune.inference.predictor import (
@@ -62,12 +63,14 @@ SERVED_TASKS = ("seq_cls", "token_cls")
 
 @dataclass
 class EncodedText:
-    """One text as the model reads it: token ids, and for a tagging adapter its words and each word's first
-    subword position (-1: cut off by truncation)."""
+    """One text as the model reads it: token ids, and for a tagging adapter its words, each word's first
+    subword position (-1: cut off by truncation), the text and each word's ``(start, end)`` character offsets."""
 
     ids: list[int]
     words: list[str] | None = None
     word_positions: list[int] | None = None
+    text: str | None = None
+    word_offsets: list[tuple[int, int]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -283,6 +286,11 @@ class AdapterPool:
                               "adapters", "serve a text classification or tagging adapter")
         if manifest.get("tasks"):
             raise ConfigError(f"{folder} is a merged multi-task adapter", "serve each source adapter instead")
+        if (manifest.get("problem_type") or "single_label") != "single_label" or manifest.get("text_pair_column"):
+            kind_of = "a sentence-pair" if manifest.get("text_pair_column") else f"a {manifest.get('problem_type')}"
+            raise ConfigError(f"{folder} is {kind_of} adapter; the server answers single-text, single-label "
+                              "classification and tagging adapters (not yet pairs, multi-label or regression)",
+                              "predict with it through 'skewtune predict' or skewtune.load_adapter")
         spec = resolve_backbone(manifest.get("backbone") or adapter_config.get("base_model_name_or_path"))
         if Path(spec.path).is_dir():
             check_base_fingerprint(manifest, spec.path, force=self.force_base, base_label=spec.name, require=False)
@@ -363,12 +371,14 @@ class AdapterPool:
         if served.task == "token_cls":
             from skewtune.data.tokens import tokenize_token_split
 
-            sentences = [(text.split(), [served.labels[0]] * len(text.split())) for text in texts]
+            offsets = [word_offsets(text) for text in texts]  # the words of text.split(), where they stand
+            sentences = [([text[a:b] for a, b in spans], [served.labels[0]] * len(spans))
+                         for text, spans in zip(texts, offsets)]
             label2id = {label: i for i, label in enumerate(served.labels)}
             prefix = str((served.manifest.get("training") or {}).get("text_prefix") or "")
             data = tokenize_token_split(tokenizer, sentences, label2id, served.max_length, "request", prefix=prefix)
-            encoded = [EncodedText(ids, words, positions) for ids, (words, _), positions
-                       in zip(data.input_ids, sentences, data.word_positions)]
+            encoded = [EncodedText(ids, words, positions, text, spans) for ids, (words, _), positions, text, spans
+                       in zip(data.input_ids, sentences, data.word_positions, texts, offsets)]
             return encoded, [i for i, e in enumerate(encoded) if any(p < 0 for p in e.word_positions or [])]
         raw = tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
         cut = [i for i, seq in enumerate(raw) if len(seq) > served.max_length]
@@ -378,7 +388,8 @@ class AdapterPool:
                      top_k: list[int | None] | None = None) -> list[dict[str, Any]]:
         """Predictions for rows of one lane (see :attr:`ServedAdapter.lane`) in one forward pass, in row order:
         ``{"label", "probabilities"}`` per text, or for a tagging adapter ``{"words", "tags"}`` (the tag of each
-        word read at its first subword, as training evaluation reads it; None for a word cut off)."""
+        word read at its first subword, as training evaluation reads it; None for a word cut off), with
+        ``"spans"`` (``{"type", "start", "end", "text"}``, character offsets) when its tags are BIO/BIOES."""
         served0 = rows[0][0]
         with self.lock:
             for served, _ in rows:
@@ -411,11 +422,15 @@ class AdapterPool:
 
 
 def tag_record(logits: torch.Tensor, encoded: EncodedText, labels: list[str]) -> dict[str, Any]:
-    """``{"words", "tags"}`` of one text from its ``[tokens, labels]`` logits."""
+    """``{"words", "tags"}`` of one text from its ``[tokens, labels]`` logits, plus ``"spans"`` (entities with
+    character offsets, :func:`skewtune.evaluation.spans.tags_to_spans`) when the tags are BIO/BIOES."""
     best = logits.argmax(-1).tolist()
     positions = encoded.word_positions or []
-    return {"words": list(encoded.words or []),
-            "tags": [labels[best[p]] if 0 <= p < len(best) else None for p in positions]}
+    record: dict[str, Any] = {"words": list(encoded.words or []),
+                              "tags": [labels[best[p]] if 0 <= p < len(best) else None for p in positions]}
+    if encoded.text is not None and encoded.word_offsets is not None and has_entities(labels):
+        record["spans"] = tags_to_spans(record["words"], record["tags"], encoded.text, encoded.word_offsets)
+    return record
 
 
 def check_served_name(name: str) -> None:

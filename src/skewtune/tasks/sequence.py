@@ -12,6 +12,7 @@ from skewtune.data.batching import tokenize_split, tokenize_table
 from skewtune.data.datasets import Splits, load_dataset_splits
 from skewtune.data.readers import read_table
 from skewtune.data.streaming import check_streaming_config, streaming_splits
+from skewtune.errors import ConfigError
 from skewtune.evaluation.metrics_loader import classification_report
 from skewtune.imbalance.decision import apply_decision
 from skewtune.imbalance.losses import build_loss
@@ -25,11 +26,22 @@ if TYPE_CHECKING:
 
 @TASKS.register("seq_cls")
 class SequenceClassification:
+    """One class per text (or text pair)."""
+
     name = "seq_cls"
+    problem_type = "single_label"
     baselines = True
+    summary_keys: tuple[str, ...] = ("accuracy", "macro_f1")  # the validation scores the log lines show
 
     def check_config(self, cfg: Any) -> None:
         check_streaming_config(cfg)
+        if getattr(cfg, "streaming", False) and getattr(cfg, "text_pair_column", None):
+            raise ConfigError("--streaming reads single texts; sentence pairs (--text_pair_column) need the table "
+                              "path", "drop --streaming")
+
+    def best_metric(self, cfg: Any) -> str:
+        """The validation score that ranks evaluations (``--metric_for_best_model``)."""
+        return cfg.metric_for_best_model
 
     def load_splits(self, cfg: Any) -> Splits:
         if getattr(cfg, "streaming", False):
@@ -39,6 +51,8 @@ class SequenceClassification:
             validation_file=cfg.validation_file, test_file=cfg.test_file, max_train_samples=cfg.max_train_samples,
             max_eval_samples=cfg.max_eval_samples, skip_empty_texts=cfg.skip_empty_texts, encoding=cfg.encoding,
             dataset_config=getattr(cfg, "dataset_config", None),
+            text_pair_column=getattr(cfg, "text_pair_column", None), problem_type=self.problem_type,
+            label_delimiter=getattr(cfg, "label_delimiter", ";"),
         )
 
     @staticmethod
@@ -71,7 +85,8 @@ class SequenceClassification:
         if table is not None and table.num_rows == len(texts):
             return tokenize_table(tokenizer, table, splits.ids(split), cfg.max_length, split,
                                   num_proc=getattr(cfg, "num_proc", None))
-        return tokenize_split(tokenizer, texts, splits.ids(split), cfg.max_length, split)
+        return tokenize_split(tokenizer, texts, splits.ids(split), cfg.max_length, split,
+                              pairs=splits.pair_texts(split))
 
     def loss(self, cfg: Any, class_counts: Callable[[], list[int]]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """``ce`` is plain cross-entropy; other names come from the imbalance registry (priors: ``class_counts``)."""
@@ -86,9 +101,15 @@ class SequenceClassification:
         logits = predict_logits(model, data, collator, batch_size, accelerator.device, accelerator=accelerator)
         if decision:
             logits = apply_decision(logits, decision)
-        report = classification_report(logits.argmax(-1).tolist(), data.labels, splits.id2label)
+        # lazy: scikit-learn's import would delay the one-line report of a bad data file, read before this runs
+        from sklearn.metrics import matthews_corrcoef
+
+        predicted = logits.argmax(-1).tolist()
+        report = classification_report(predicted, data.labels, splits.id2label)
+        report["matthews_correlation"] = float(matthews_corrcoef(list(data.labels), predicted)) if predicted else 0.0
         report["logits"] = logits
         return report
 
     def test_metrics(self, report: dict[str, Any]) -> dict[str, Any]:
-        return {f"eval_{key}": report[key] for key in ("balanced_accuracy", "balanced_macro_f1") if key in report}
+        return {f"eval_{key}": report[key] for key in ("balanced_accuracy", "balanced_macro_f1", "matthews_correlation")
+                if key in report}

@@ -20,17 +20,23 @@ from typing import Any
 from skewtune.adapters.layers import check_layers_spec
 from skewtune.backbones.modes import QUANT_MODES, resolve_quantize_embeddings
 from skewtune.errors import ConfigError, capped, unknown_name
+from skewtune.training.presets import get_preset
 
 # Names for --help and validation, kept in step with the registries by tests/test_help_and_defaults.py (importing the
 # registries here would load torch/peft for `skewtune --help`).
 ADAPTER_NAMES = ("lora", "dora", "rslora", "ia3", "prefix", "prompt")
 # experiment trackers (skewtune.training.tracking) and validation scores that can rank evaluations
 TRACKERS = ("auto", "tensorboard", "wandb", "mlflow", "trackio", "all", "none")
-METRICS_FOR_BEST = ("macro_f1", "accuracy", "weighted_f1", "balanced_accuracy", "balanced_macro_f1", "entity_f1")
+METRICS_FOR_BEST = ("macro_f1", "accuracy", "weighted_f1", "balanced_accuracy", "balanced_macro_f1", "entity_f1",
+                    "micro_f1", "samples_f1", "pearson", "spearman", "matthews_correlation")
 LOSS_NAMES = ("ce", "weighted_ce", "sqrt_weighted_ce", "focal", "class_balanced", "ldam", "logit_adjusted", "dice",
-              "label_smoothing")
+              "label_smoothing",
+              "bce", "bce_pos_weight", "asl",  # multi-label (skewtune.imbalance.multilabel; focal there too)
+              "mse", "huber")  # regression (skewtune.tasks.regression)
+PROBLEM_TYPES = ("single_label", "multi_label", "regression")  # skewtune.data.tables.PROBLEM_TYPES
 SAMPLER_NAMES = ("random_over", "random_under", "tomek", "enn", "near_miss", "neighbourhood_cleaning",
-                 "one_sided_selection", "smote", "adasyn", "borderline_smote", "class_balanced", "sqrt_frequency")
+                 "one_sided_selection", "smote", "adasyn", "borderline_smote", "class_balanced", "sqrt_frequency",
+                 "ml_ros")  # ml_ros: multi-label (skewtune.imbalance.multilabel)
 AUGMENT_NAMES = ("eda", "synonym_replacement", "random_insertion", "random_swap", "random_deletion", "contextual")
 POST_HOC_NAMES = ("logit_adjustment", "bias_tuning")
 SCHEDULERS = ("linear", "cosine", "constant")
@@ -59,6 +65,11 @@ class TrainConfig:
 
     # data
     dataset: str = "tweets"  # registered corpus (tweets, pang_lee, amazon_fr, …), a local .csv/.tsv/.jsonl/.json/.parquet file, a folder saved by datasets' save_to_disk, or a Hugging Face Hub dataset owner/name (online)
+    task: str | None = None  # a task preset (glue/cola, glue/sst2, glue/mrpc, glue/qqp, glue/stsb, glue/mnli, glue/qnli, glue/rte, glue/wnli, superglue/boolq, superglue/cb, superglue/rte): sets the Hub dataset, its columns, the problem type and the official metrics wherever this run does not set them; none: no preset
+    problem_type: str | None = choice(None, PROBLEM_TYPES, "problem_type")  # single_label (one class per text), multi_label (several per text: a JSON list or names split on --label_delimiter) or regression (a number); none: single_label, or what a registered corpus is (snli, wnut16_types, vader)
+    text_pair_column: str | None = None  # column of the second text of sentence pairs (NLI, paraphrase, similarity): both texts go in as one pair; none: single texts
+    label_delimiter: str = ";"  # multi-label: the separator of class names in a label cell that is not a JSON list
+    multilabel_thresholds: str = choice("tuned", ("tuned", "fixed"), "multilabel_thresholds")  # multi-label: per-label probability thresholds fitted on validation (tuned, saved with the adapter) or 0.5 for every label (fixed)
     dataset_config: str | None = None  # configuration of a Hub dataset (e.g. sst2 for nyu-mll/glue); none: its default
     streaming: bool = False  # read the training file as a stream (datasets' iterable dataset) instead of converting it to Arrow first: for data larger than disk cache or memory; needs --max_steps
     num_proc: int | None = None  # processes tokenizing a split with datasets' map; none: every core (up to 8) for splits of 50,000 rows or more, one below
@@ -207,6 +218,8 @@ class TrainConfig:
             raise ConfigError(f"--keep_checkpoints must be ≥ 1, got {self.keep_checkpoints}", "pass e.g. 2")
         if self.target_modules is not None and not [t for t in self.target_modules.split(",") if t.strip()]:
             raise ConfigError("--target_modules is empty", "leave it out for the default, or pass attention, all or names")
+        if getattr(self, "task", None):
+            get_preset(self.task)  # an unknown preset name fails here, listing the known ones
         try:
             codecs.lookup(self.encoding)
         except LookupError:
@@ -240,6 +253,7 @@ class TokenTrainConfig(TrainConfig):
     backbone_dropout: float | None = None  # every dropout of the frozen backbone and head, in [0, 1); none keeps the backbone's own (BERT: 0.1)
     target_modules: str | None = "all"  # layers the adapter wraps: all (every linear layer of the blocks), attention (query/value projections) or comma-separated module names
     per_device_eval_batch_size: int = 128  # sentences per batch when scoring validation and test
+    o_weight: float = 1.0  # weight of the positions tagged O in the token loss (e.g. 0.3 down-weights the dominant O tag), > 0; multiplies --loss weighted_ce / sqrt_weighted_ce class weights
 
 
 def _base_type(annotation: Any) -> type:
@@ -392,13 +406,18 @@ def config_from_args(args: argparse.Namespace, config_cls: type = TrainConfig, d
     packaged = getattr(args, "_config_defaults", None)
     if packaged:
         values.update(recipe_defaults(packaged, config_cls))
+    chosen: dict[str, Any] = {}  # what this run sets itself: its YAML files and flags
     for source in (defaults_file, getattr(args, "config", None)):
         if source:
-            values.update(load_yaml(source, config_cls))
+            chosen.update(load_yaml(source, config_cls))
     for field in dataclasses.fields(config_cls):
         given = getattr(args, field.name, None)
         if given is not None:
-            values[field.name] = None if given is NONE_GIVEN else given
+            chosen[field.name] = None if given is NONE_GIVEN else given
+    if chosen.get("task"):  # a preset fills what the run does not set (skewtune.training.presets)
+        names = {f.name for f in dataclasses.fields(config_cls)}
+        values.update({k: v for k, v in get_preset(chosen["task"]).values().items() if k in names})
+    values.update(chosen)
     config = config_cls(**values)
     config.validate()
     return config

@@ -51,7 +51,7 @@ from skewtune.backbones.registry import (  # noqa: F401  (ABSOLUTE_POSITIONS: re
 from skewtune.data import PaddingCollator
 from skewtune.data.streaming import StreamingBatches, StreamingTrain, expected_counts, oversampling_rates
 from skewtune.errors import ConfigError, OutputError
-from skewtune.evaluation.baselines import majority_macro_f1, tfidf_macro_f1
+from skewtune.evaluation.baselines import majority_macro_f1, pair_view, tfidf_macro_f1
 from skewtune.evaluation.plots import plot_confusion_matrix
 from skewtune.evaluation.report import write_report
 from skewtune.imbalance import (
@@ -64,8 +64,9 @@ from skewtune.imbalance import (
     fit_post_hoc,
 )
 from skewtune.imbalance import build_loss as build_imbalance_loss
+from skewtune.imbalance.multilabel import ml_ros
 from skewtune.inference.logits import predict_logits
-from skewtune.tasks import SequenceClassification, Task
+from skewtune.tasks import Task, sequence_task
 from skewtune.training import checkpoint as ckpt
 from skewtune.training.config import TrainConfig
 from skewtune.training.engine import (
@@ -78,6 +79,7 @@ from skewtune.training.engine import (
 from skewtune.training.lr_finder import PLOT_NAME as LR_PLOT_NAME
 from skewtune.training.lr_finder import find_learning_rate
 from skewtune.training.memory import memory_warning
+from skewtune.training.presets import get_preset, official_metrics
 from skewtune.training.state import FitState
 from skewtune.training.tracking import (
     TRACKING_DIR,
@@ -285,7 +287,7 @@ def prepare(cfg: TrainConfig, recipe: str = "train", task: Task | None = None, s
     of that task instead of ``cfg.dataset``. The returned run holds the lock until :meth:`Run.close` (use
     ``with prepare(...) as run:``); a failure here releases it, leaving nothing behind.
     """
-    task = task or SequenceClassification()
+    task = task or sequence_task(cfg)
     cfg.validate()
     task.check_config(cfg)
     output_dir = cfg.resolved_output_dir(recipe)
@@ -305,7 +307,8 @@ def _prepare_locked(cfg: TrainConfig, recipe: str, task: Task, splits: Any, outp
     resume_dir = check_output_dir(cfg, output_dir)
     splits = task.load_splits(cfg) if splits is None else splits
     timings = dict(getattr(splits, "info", {}).get("timings_s", {}))  # read, check_dedup, split (or scan)
-    check_imbalance_names(cfg)
+    if getattr(task, "problem_type", "single_label") == "single_label":  # the other tasks check their own
+        check_imbalance_names(cfg)
     if cfg.augment:
         augment_training_split(splits, cfg)
     spec = resolve_backbone(cfg.backbone)
@@ -339,7 +342,10 @@ def _prepare_locked(cfg: TrainConfig, recipe: str, task: Task, splits: Any, outp
         layers_to_transform=parse_layers(cfg.lora_layers, int(getattr(model.config, "num_hidden_layers", 0) or 0)),
     )
     model = build_adapter(model, cfg.adapter, settings, task=task.name)
-    collator = PaddingCollator(tokenizer.pad_token_id, padding_side=getattr(tokenizer, "padding_side", "right"))
+    pairs = getattr(splits, "pairs", None) is not None
+    segments = pairs and int(getattr(model.config, "type_vocab_size", 1) or 1) >= 2  # BERT's token_type_ids
+    collator = PaddingCollator(tokenizer.pad_token_id, padding_side=getattr(tokenizer, "padding_side", "right"),
+                               segment_sep_id=tokenizer.sep_token_id if segments else None)
     return Run(cfg=cfg, recipe=recipe, task=task, output_dir=output_dir, accelerator=accelerator, splits=splits,
                spec=spec, tokenizer=tokenizer, model=model, tokenized=tokenized, collator=collator,
                resume_dir=resume_dir, lock=lock,
@@ -398,12 +404,22 @@ def augment_training_split(splits: Any, cfg: TrainConfig) -> None:
     splits.info["augmented_rows"] = int(rows.num_added)
 
 
+def problem_type_of(run: Any) -> str:
+    """The run's problem type: single_label, multi_label or regression (token tasks: single_label)."""
+    return getattr(getattr(run, "task", None), "problem_type", None) or "single_label"
+
+
 def resampled_indices(run: Run, epoch: int) -> list[int] | None:
     """Training row indices for ``epoch`` under ``--sampler`` (None: every row once)."""
     cfg = run.cfg
-    if not cfg.sampler:
+    problem_type = problem_type_of(run)
+    if not cfg.sampler or problem_type == "regression":  # the default random_over has no classes to balance
         return None
     labels = run.tokenized["train"].labels
+    if problem_type == "multi_label":  # ML-ROS (random_over, the default, means it for multi-label data)
+        if run.row_indices is None:
+            run.row_indices = ml_ros(np.asarray(labels) > 0.5, seed=cfg.seed).tolist()
+        return run.row_indices
     if cfg.sampler in ("class_balanced", "sqrt_frequency"):
         # one shared draw per epoch; Accelerate then shards the length-grouped batches across processes
         sampler = build_sampler(cfg.sampler, labels=labels, seed=cfg.seed, num_replicas=1, rank=0)
@@ -425,6 +441,10 @@ def training_class_counts(run: Run) -> list[int]:
     counts = run.splits.class_counts()
     if isinstance(run.tokenized["train"], StreamingTrain):
         return expected_counts(counts, oversampling_rates(counts, run.cfg.sampler, run.cfg.sampler_ratio))
+    if problem_type_of(run) == "multi_label":
+        targets = np.asarray(run.tokenized["train"].labels) > 0.5
+        indices = resampled_indices(run, 0)
+        return (targets[np.asarray(indices)] if indices is not None else targets).sum(axis=0).astype(int).tolist()
     indices = resampled_indices(run, 0)
     if indices is None:
         return counts
@@ -432,13 +452,38 @@ def training_class_counts(run: Run) -> list[int]:
     return np.bincount(labels[np.asarray(indices)], minlength=len(counts)).tolist()
 
 
+class TrainingCounts:
+    """``counts()``: :func:`training_class_counts`; ``counts.rows``: the training rows the model sees per epoch
+    (after resampling) — the priors of a loss."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def __call__(self) -> list[int]:
+        return training_class_counts(self.run)
+
+    @property
+    def rows(self) -> int:
+        indices = resampled_indices(self.run, 0)
+        return len(indices) if indices is not None else len(self.run.tokenized["train"])
+
+
 def build_loss(run: Run) -> Any:
-    """The task's training loss (priors, where a loss needs them: :func:`training_class_counts`)."""
-    return run.task.loss(run.cfg, lambda: training_class_counts(run))
+    """The task's training loss (priors, where a loss needs them: :class:`TrainingCounts`)."""
+    return run.task.loss(run.cfg, TrainingCounts(run))
 
 
 def fit_decision_rule(run: Run) -> None:
-    """``--post_hoc``: fit a logit adjustment / per-class bias on validation logits (applied to test + predict)."""
+    """``--post_hoc``: fit a logit adjustment / per-class bias on validation logits (applied to test + predict);
+    multi-label (``--multilabel_thresholds tuned``): per-label thresholds on validation probabilities."""
+    if getattr(run.task, "problem_type", None) == "multi_label":
+        if run.cfg.multilabel_thresholds == "tuned":
+            validation = run.tokenized["validation"]
+            probabilities = run.task.probabilities(run.accelerator.unwrap_model(run.model), validation, run.collator,
+                                                   run.cfg.per_device_eval_batch_size, run.accelerator)
+            run.decision = run.task.fit_decision(probabilities, validation.labels)
+            run.metrics["post_hoc"] = run.decision
+        return
     if not run.cfg.post_hoc:
         return
     logits = predict_logits(run.accelerator.unwrap_model(run.model), run.tokenized["validation"], run.collator,
@@ -458,9 +503,10 @@ def train(run: Run) -> FitState:
     if isinstance(train_split, StreamingTrain):
         loader = streaming_loader(run)
     else:
+        first = resampled_indices(run, 0)
         loader = batch_loader(train_split, train_split.lengths, cfg.per_device_train_batch_size, run.collator,
-                              seed=cfg.seed, max_tokens=cfg.max_tokens_per_batch, indices=resampled_indices(run, 0),
-                              resample=(lambda epoch: resampled_indices(run, epoch)) if cfg.sampler else None)
+                              seed=cfg.seed, max_tokens=cfg.max_tokens_per_batch, indices=first,
+                              resample=(lambda epoch: resampled_indices(run, epoch)) if first is not None else None)
     run.loss_fn = build_loss(run)
     lr = cfg.learning_rate_value()
     if lr is None:
@@ -472,8 +518,10 @@ def train(run: Run) -> FitState:
                         run.output_dir / LR_PLOT_NAME)
     run.metrics["learning_rate"] = lr
 
+    best_metric = run.task.best_metric(cfg) if hasattr(run.task, "best_metric") else cfg.metric_for_best_model
+    shown = getattr(run.task, "summary_keys", ("accuracy", "macro_f1"))
     log = RunLog(accelerator, logging_steps=cfg.logging_steps, batch_size=cfg.per_device_train_batch_size,
-                 metric=cfg.metric_for_best_model, patience=cfg.early_stopping_patience,
+                 metric=best_metric, patience=cfg.early_stopping_patience,
                  keep_best=cfg.load_best_model_at_end, model=run.model)
     run.log = log
     if log.tracking:
@@ -485,7 +533,7 @@ def train(run: Run) -> FitState:
             s.should_stop = True
             if accelerator.is_main_process:
                 logger.info("early stopping at step %d: validation %s did not improve for %d evaluations (best "
-                            "%.4f at step %d)", s.global_step, cfg.metric_for_best_model, cfg.early_stopping_patience,
+                            "%.4f at step %d)", s.global_step, best_metric, cfg.early_stopping_patience,
                             log.best_metric, log.best_step)
         return scores
 
@@ -494,16 +542,15 @@ def train(run: Run) -> FitState:
         if cfg.eval_steps and s.global_step % cfg.eval_steps == 0:
             scores = validate(s)
             if accelerator.is_main_process:
-                logger.info("step %d: eval_accuracy %.4f  eval_macro_f1 %.4f", s.global_step, scores["accuracy"],
-                            scores["macro_f1"])
+                logger.info("step %d: %s", s.global_step, score_line(scores, shown))
 
     def on_epoch_end(s: FitState) -> None:  # no second scoring of a step just scored, or after an early stop
         if cfg.eval_every_epoch and not s.should_stop and not (cfg.eval_steps and s.global_step % cfg.eval_steps == 0):
             scores = validate(s)
-            s.history[-1].update({f"eval_{k}": v for k, v in scores.items() if k in ("accuracy", "macro_f1")})
+            s.history[-1].update({f"eval_{k}": v for k, v in scores.items() if k in shown})
             if accelerator.is_main_process:
-                logger.info("epoch %d: train_loss %.4f  eval_accuracy %.4f  eval_macro_f1 %.4f", s.epoch,
-                            s.history[-1]["train_loss"], scores["accuracy"], scores["macro_f1"])
+                logger.info("epoch %d: train_loss %.4f  %s", s.epoch, s.history[-1]["train_loss"],
+                            score_line(scores, shown))
 
     checkpoints = Checkpointing(run.output_dir, config_fingerprint(cfg), every_steps=cfg.checkpoint_every_steps,
                                 keep=cfg.keep_checkpoints, resume_from=run.resume_dir)
@@ -532,6 +579,11 @@ def train(run: Run) -> FitState:
         run.metrics["skipped_nan_batches"] = state.skipped_batches
     run.metrics["history"] = state.history
     return state
+
+
+def score_line(scores: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """``eval_accuracy 0.7869  eval_macro_f1 0.7749`` for the task's headline scores."""
+    return "  ".join(f"eval_{k} {scores[k]:.4f}" for k in keys if isinstance(scores.get(k), int | float))
 
 
 def streaming_loader(run: Run) -> DataLoader:
@@ -567,15 +619,13 @@ def finish_metrics(run: Run) -> dict[str, Any]:
     total = count_parameters(model)  # packed 4-bit weights count as the weights they hold
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     metrics = run.metrics
+    metrics.update({"eval_split": "test"})
+    for key, name in (("accuracy", "eval_accuracy"), ("macro_f1", "eval_macro_f1"), ("weighted_f1", "eval_weighted_f1"),
+                      ("per_class_f1", "eval_per_class_f1"), ("per_class_precision", "eval_per_class_precision"),
+                      ("per_class_recall", "eval_per_class_recall"), ("confusion_matrix", "confusion_matrix")):
+        if test.get(key) is not None:  # a regression scores none of these; a multi-label run no confusion matrix
+            metrics[name] = test[key]
     metrics.update({
-        "eval_split": "test",
-        "eval_accuracy": test["accuracy"],
-        "eval_macro_f1": test["macro_f1"],
-        "eval_weighted_f1": test["weighted_f1"],
-        "eval_per_class_f1": test["per_class_f1"],
-        "eval_per_class_precision": test["per_class_precision"],
-        "eval_per_class_recall": test["per_class_recall"],
-        "confusion_matrix": test["confusion_matrix"],
         "labels": run.splits.labels,
         "trainable_params": trainable,
         "all_params": total,
@@ -599,9 +649,13 @@ def finish_metrics(run: Run) -> dict[str, Any]:
     })
     metrics.update(run.task.test_metrics(test))
     run.test_logits = test.get("logits")
-    val_history = [h for h in run.state.history if "eval_macro_f1" in h]
+    headline = getattr(run.task, "summary_keys", ("accuracy", "macro_f1"))[-1]
+    val_history = [h for h in run.state.history if f"eval_{headline}" in h]
     if val_history:
-        metrics["validation_macro_f1"] = val_history[-1]["eval_macro_f1"]
+        metrics[f"validation_{headline}"] = val_history[-1][f"eval_{headline}"]
+    metrics["problem_type"] = getattr(run.task, "problem_type", None) or "single_label"
+    if getattr(cfg, "task", None):  # a task preset's official metrics (GLUE: F1 for MRPC, Matthews for CoLA, …)
+        metrics["official_metrics"] = official_metrics(get_preset(cfg.task), metrics)
     if cfg.baselines and run.task.baselines and getattr(run.splits, "stream", None) is not None:
         metrics["baselines_skipped"] = "streaming: the baselines train on every training text in memory"
         if run.accelerator.is_main_process:
@@ -609,7 +663,9 @@ def finish_metrics(run: Run) -> dict[str, Any]:
     elif cfg.baselines and run.task.baselines and run.accelerator.is_main_process:
         s = run.splits
         metrics["baseline_majority_macro_f1"] = majority_macro_f1(s.train_labels, s.test_labels)
-        metrics["baseline_tfidf_macro_f1"] = tfidf_macro_f1(s.train_texts, s.train_labels, s.test_texts, s.test_labels, cfg.seed)
+        metrics["baseline_tfidf_macro_f1"] = tfidf_macro_f1(
+            pair_view(s.train_texts, s.pair_texts("train")), s.train_labels,
+            pair_view(s.test_texts, s.pair_texts("test")), s.test_labels, cfg.seed)
         metrics["baseline_majority_accuracy"] = majority_accuracy(s.train_labels, s.test_labels)
         for warning in below_baseline_warnings(metrics):
             logger.warning("%s", warning)
@@ -678,6 +734,9 @@ def save_outputs(run: Run) -> Path:
     manifest = {
         "name": f"{run.splits.name}-{cfg.backbone}-{cfg.adapter}".replace("/", "_"),
         "task_type": run.task.name,
+        "problem_type": getattr(run.task, "problem_type", None) or "single_label",
+        "text_pair_column": getattr(cfg, "text_pair_column", None) or (
+            "text_pair" if getattr(run.splits, "pairs", None) is not None else None),  # a pair corpus's own
         "backbone": cfg.backbone,
         "base_model": run.spec.hf_id,
         "base_path": run.spec.path,
@@ -796,11 +855,12 @@ def print_summary(run: Run) -> None:
     table = Table(title=f"skewtune {run.recipe}: {run.splits.name} on {run.cfg.backbone} ({run.cfg.adapter}, {run.cfg.quant})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    rows = [
-        ("test accuracy", f"{m['eval_accuracy']:.4f}"),
-        ("test macro-F1", f"{m['eval_macro_f1']:.4f}"),
-        *[(f"  F1 {label}", f"{value:.4f}") for label, value in m["eval_per_class_f1"].items()],
-    ]
+    names = {"accuracy": "test accuracy", "macro_f1": "test macro-F1", "micro_f1": "test micro-F1",
+             "samples_f1": "test samples-F1", "subset_accuracy": "test subset accuracy", "pearson": "test Pearson r",
+             "spearman": "test Spearman ρ", "mse": "test MSE"}
+    rows = [(title, f"{m[f'eval_{key}']:.4f}") for key, title in names.items()
+            if isinstance(m.get(f"eval_{key}"), int | float)]
+    rows += [(f"  F1 {label}", f"{value:.4f}") for label, value in (m.get("eval_per_class_f1") or {}).items()]
     if "baseline_tfidf_macro_f1" in m:
         rows += [("baseline TF-IDF+LR macro-F1", f"{m['baseline_tfidf_macro_f1']:.4f}"),
                  ("baseline majority macro-F1", f"{m['baseline_majority_macro_f1']:.4f}")]
