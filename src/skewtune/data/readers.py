@@ -41,13 +41,8 @@ def check_path(path: Path) -> None:
         raise DataError(f"cannot open {path}: {exc.strerror or exc}", "check the path") from None
 
 
-def read_rows(path: str | Path, encoding: str = "utf-8", keep_blank: bool = False) -> list[dict[str, object]]:
-    """All rows of a table file as dicts (TXT: one ``text`` per non-empty line).
-
-    ``keep_blank`` keeps blank TXT lines and blank CSV/TSV records (as empty values) before the last non-blank
-    one, so row *i* of the result is row *i* of the file (``skewtune predict`` counts them instead of shifting).
-    """
-    path = Path(path)
+def check_data_file(path: Path) -> str:
+    """DataError for a data file that is missing, a folder, of an unknown type or empty; its suffix otherwise."""
     check_path(path)
     if not path.exists():
         raise DataError(f"dataset file {path} does not exist", "check the path, or use --dataset tweets")
@@ -58,6 +53,17 @@ def read_rows(path: str | Path, encoding: str = "utf-8", keep_blank: bool = Fals
         raise DataError(f"unsupported data file type '{suffix or path.name}'", f"use one of {', '.join(TEXT_SUFFIXES)}")
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty", "give a file with a header row and at least one example per class")
+    return suffix
+
+
+def read_rows(path: str | Path, encoding: str = "utf-8", keep_blank: bool = False) -> list[dict[str, object]]:
+    """All rows of a table file as dicts (TXT: one ``text`` per non-empty line).
+
+    ``keep_blank`` keeps blank TXT lines and blank CSV/TSV records (as empty values) before the last non-blank
+    one, so row *i* of the result is row *i* of the file (``skewtune predict`` counts them instead of shifting).
+    """
+    path = Path(path)
+    suffix = check_data_file(path)
     if suffix == ".parquet":
         import pandas as pd  # lazy: pandas + pyarrow are slow to import and only parquet files need them
 

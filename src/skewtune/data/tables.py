@@ -31,7 +31,7 @@ from skewtune.data.readers import (
     TEXT_SUFFIXES,
     _non_scalar,
     check_boolean_spellings,
-    check_path,
+    check_data_file,
     normalise_label,
     read_rows,
     read_table,
@@ -189,16 +189,7 @@ def load_file(path: Path, columns: Columns, encoding: str = "utf-8") -> datasets
     """A local data file as a ``text``(/``text_pair``)/``label`` table (see the module docstring); DataError for a
     bad file."""
     _check_names(columns)
-    check_path(path)
-    if not path.exists():
-        raise DataError(f"dataset file {path} does not exist", "check the path, or use --dataset tweets")
-    if path.is_dir():
-        raise DataError(f"{path} is a folder, not a data file", f"point at a {'/'.join(TEXT_SUFFIXES)} file")
-    suffix = path.suffix.lower()
-    if suffix not in TEXT_SUFFIXES:
-        raise DataError(f"unsupported data file type '{suffix or path.name}'", f"use one of {', '.join(TEXT_SUFFIXES)}")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty", "give a file with a header row and at least one example per class")
+    suffix = check_data_file(path)
     if suffix not in BUILDERS:
         return _from_rows(path, columns, encoding)
     builder, options = BUILDERS[suffix]
