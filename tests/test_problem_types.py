@@ -246,3 +246,13 @@ def test_unknown_preset_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["train", "--task", "glue/nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: unknown task preset 'glue/nope'") and "glue/mrpc" in err[-1]
+
+
+@pytest.mark.parametrize("dataset", ["snli", "wnut16_types", "vader"])
+def test_serve_refuses_pair_multilabel_and_regression_adapters(trained: dict[str, Path], dataset: str) -> None:
+    """Refused in one line before any backbone loads (the server answers single-text single-label adapters)."""
+    from skewtune.errors import ConfigError
+    from skewtune.serve.pool import AdapterPool
+
+    with pytest.raises(ConfigError, match="not yet pairs, multi-label or regression"):
+        AdapterPool().add(trained[dataset] / "adapter")
