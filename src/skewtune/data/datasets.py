@@ -17,7 +17,7 @@ import datasets
 import numpy as np
 
 from skewtune.data import pattern3
-from skewtune.data.readers import TEXT_SUFFIXES, check_path, read_rows, read_table
+from skewtune.data.readers import TEXT_SUFFIXES, check_path, label_sort_key, read_rows, read_table
 from skewtune.data.tables import (
     PROBLEM_TYPES,
     SCAN_BATCH,
@@ -483,7 +483,7 @@ def _label_order(problem_type: str, labels: dict[str, list[Any]]) -> list[str]:
         seen = {split: {name for names in values for name in names} for split, values in labels.items()}
     else:
         seen = {split: set(values) for split, values in labels.items()}
-    order = sorted(seen["train"], key=_label_sort_key)
+    order = sorted(seen["train"], key=label_sort_key)
     if len(order) < (1 if problem_type == "multi_label" else 2):
         shown = f" ('{order[0]}')" if order else ""
         raise DataError(f"the training split holds {len(order)} class(es){shown}", "a classifier needs two labels")
@@ -530,13 +530,6 @@ def _pool_small_strata(strata: np.ndarray, minimum: int = 10) -> np.ndarray | No
     pooled = np.asarray([-1 if s in small else s for s in strata.tolist()], dtype=np.int64)
     _, pooled_counts = np.unique(pooled, return_counts=True)
     return pooled if len(pooled_counts) > 1 and pooled_counts.min() >= 2 else None
-
-
-def _label_sort_key(label: str) -> tuple[int, float | str]:
-    try:
-        return (0, float(label))
-    except ValueError:
-        return (1, label)
 
 
 def _subsample_rows(rows: np.ndarray, codes: np.ndarray, limit: int | None, seed: int) -> np.ndarray:

@@ -41,6 +41,14 @@ def check_path(path: Path) -> None:
         raise DataError(f"cannot open {path}: {exc.strerror or exc}", "check the path") from None
 
 
+def label_sort_key(label: str) -> tuple[int, float | str]:
+    """Class names in id order: numbers by value first (``2`` before ``10``), then names alphabetically."""
+    try:
+        return (0, float(label))
+    except ValueError:
+        return (1, label)
+
+
 def check_data_file(path: Path) -> str:
     """DataError for a data file that is missing, a folder, of an unknown type or empty; its suffix otherwise."""
     check_path(path)

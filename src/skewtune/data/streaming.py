@@ -27,7 +27,13 @@ import datasets
 import torch
 
 from skewtune.data.batching import pack_by_length, truncate_ids
-from skewtune.data.readers import TEXT_SUFFIXES, check_boolean_spellings, check_path, normalise_label
+from skewtune.data.readers import (
+    TEXT_SUFFIXES,
+    check_boolean_spellings,
+    check_path,
+    label_sort_key,
+    normalise_label,
+)
 from skewtune.data.tables import (
     BUILDERS,
     _columns_error,
@@ -318,7 +324,7 @@ def streaming_splits(dataset: str, *, seed: int, text_column: str, label_column:
         start += per_split
         parts[name] = ([text for _, text, _ in chunk], [label for _, _, label in chunk])
     train_rows = {label: n - scan.held_out_rows.get(label, 0) for label, n in scan.class_rows.items()}
-    classes = sorted((label for label, n in train_rows.items() if n > 0), key=_label_sort_key)
+    classes = sorted((label for label, n in train_rows.items() if n > 0), key=label_sort_key)
     if len(classes) < 2:
         raise DataError(f"the training stream holds {len(classes)} class(es) after holding out evaluation rows",
                         "give more data or a smaller --max_eval_samples")
@@ -333,13 +339,6 @@ def streaming_splits(dataset: str, *, seed: int, text_column: str, label_column:
             "streaming": True, "held_out_rows": sum(scan.held_out_rows.values()), "classes": classes,
             "parts": parts, "timings_s": {"scan": time.perf_counter() - clock}}
     return train, info
-
-
-def _label_sort_key(label: str) -> tuple[int, float | str]:
-    try:
-        return (0, float(label))
-    except ValueError:
-        return (1, label)
 
 
 def check_streaming_config(cfg: Any) -> None:
