@@ -3,6 +3,7 @@ logic (gap, goals, tables, resume records, bad input) from ``recipes/cross_lingu
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from skewtune.crosslingual.fewshot import restore, sample_k, snapshot
+from skewtune.crosslingual.fewshot import fine_tune, restore, sample_k, snapshot, split_holdout
 from skewtune.crosslingual.languages import parse_languages
 from skewtune.crosslingual.mlm import (
     LanguageAdapterSettings,
@@ -19,6 +20,7 @@ from skewtune.crosslingual.mlm import (
     corpus_shortlist,
     train_language_adapter,
 )
+from skewtune.crosslingual.scoring import select_on_validation
 from skewtune.crosslingual.stack import activate, attach_language_adapter, detach_language_adapter
 from skewtune.errors import AdapterError, ConfigError
 
@@ -285,7 +287,11 @@ def test_gap_and_table() -> None:
     results = {"backbone": "b", "quant": "8bit", "mode": "quick", "settings": {"k_shots": [16]}, "tasks": {"sentiment": task},
                "command": "c", "seconds_total": 1.0, "device": "cpu"}
     results["goals"] = xl.check_goals(results)
-    assert results["goals"]["sentiment_gap"]["met"]
+    goals = results["goals"]
+    # the gap goal is the zero-shot gap (5 points here), whichever configuration transfers best
+    assert goals["sentiment_gap"]["measured_points"] == pytest.approx(5.0) and not goals["sentiment_gap"]["met"]
+    assert goals["sentiment_language_adapter_vs_zero_shot"]["met"]  # 0.77 vs 0.75
+    assert goals["sentiment_k16_vs_zero_shot"]["met"]  # fr 0.75 ≥ 0.7, de 0.8 = 0.8 (equal counts as met)
     table = xl.format_table(results)
     assert "| French (fr) | 4 | – | 70.0 | 76.0 | 75.0 |" in table and "78.0 (EN LA)" in table
 
@@ -366,3 +372,292 @@ def test_quick_profile_judges_nothing_and_results_go_to_the_run_folder(tmp_path)
     full = {**results, "mode": "full"}
     full["goals"] = xl.check_goals(full)
     assert "not met" in xl.summary_line(full)  # the full run still judges its goals
+
+
+# ------------------------------------------------------------------------- k-shot early stopping, MAD-X choice
+def test_split_holdout_is_stratified_and_disjoint() -> None:
+    labels = ["pos"] * 8 + ["neg"] * 8
+    train, held = split_holdout(16, 0.25, seed=3, labels=labels)
+    assert sorted(train + held) == list(range(16)) and not set(train) & set(held)
+    assert sorted(labels[i] for i in held) == ["neg", "neg", "pos", "pos"]  # a quarter of each class
+    assert split_holdout(16, 0.25, seed=3, labels=labels) == (train, held)  # seeded
+    assert len(split_holdout(10, 0.25, seed=1)[1]) == 2 and split_holdout(8, 0.0, seed=1) == (list(range(8)), [])
+    with pytest.raises(ConfigError, match="outside"):
+        split_holdout(8, 1.0, seed=1)
+
+
+def test_select_on_validation_ties_go_to_the_first() -> None:
+    assert select_on_validation({"without": 0.75, "with": 0.75}) == "without"
+    assert select_on_validation({"without": 0.70, "with": 0.75}) == "with"
+    assert select_on_validation({"without": 0.80, "with": 0.75}) == "without"
+    with pytest.raises(ConfigError):
+        select_on_validation({})
+
+
+@pytest.fixture(scope="module")
+def toy_run(spec, tmp_path_factory):
+    """A prepared toy sentiment run (trained once) and a tokenized 'target' test split."""
+    from skewtune.crosslingual.scoring import add_language_split
+    from skewtune.data import Splits
+    from skewtune.training import TrainConfig, prepare, train
+    from tests.conftest import make_texts
+
+    texts, labels = make_texts(60, seed=2)
+    splits = Splits(texts[:40], labels[:40], texts[40:50], labels[40:50], texts[50:], labels[50:],
+                    ["negative", "positive"])
+    cfg = TrainConfig(dataset="custom", backbone=str(spec.path), quant="none",
+                      output_dir=str(tmp_path_factory.mktemp("toy") / "out"), max_length=16, baselines=False,
+                      report_plots=False, learning_rate="5e-3")
+    run = prepare(cfg, recipe="test", splits=splits)
+    train(run)
+    target, target_labels = make_texts(40, seed=9)
+    add_language_split(run, "test_de", target[:16], target_labels[:16], max_length=8)
+    return run, target[16:], target_labels[16:]
+
+
+def test_early_stopping_keeps_the_best_state_ties_to_the_earlier(toy_run) -> None:
+    """``fine_tune(validate=...)``: validated before training and after each epoch; the best state comes back, a
+    tie keeps the earlier state, and ``patience`` epochs without a gain stop training."""
+    from skewtune.crosslingual.scoring import _tokenize
+
+    run, items, labels = toy_run
+    model = run.accelerator.unwrap_model(run.model)
+    data = _tokenize(run, "shots", items, labels, 8)
+    start = snapshot(model)
+    for scores, best_epoch, epochs_run in (([0.5, 0.5, 0.75, 0.75, 0.6], 2, 4),  # the tie at epoch 3 keeps epoch 2
+                                           ([0.5, 0.25, 0.5, 0.5], 0, 2)):  # never better: stops after 2, start kept
+        states: list[dict[str, torch.Tensor]] = []
+        feed = iter(scores)
+
+        def validate(states=states, feed=feed) -> float:
+            states.append(snapshot(model))  # the state this score belongs to
+            return next(feed)
+
+        stats = fine_tune(run, data, epochs=len(scores) - 1, learning_rate=5e-2, batch_size=4, seed=0,
+                          validate=validate, patience=2)
+        assert stats["best_epoch"] == best_epoch and stats["epochs_run"] == epochs_run
+        assert stats["validation"] == scores[: epochs_run + 1]
+        assert any(not torch.equal(states[-1][n], v) for n, v in states[0].items())  # it did train
+        now = snapshot(model)
+        assert all(torch.equal(now[n], states[best_epoch][n]) for n in now)  # the best state is back
+        restore(model, start)
+
+
+def test_k_shot_with_holdout_reports_and_restores(toy_run) -> None:
+    """``k_shot_score(holdout=...)``: the held-out part is not trained on; a k-shot score whose held-out items never
+    improve equals the zero-shot score (the starting state is kept); the English adapter is back afterwards."""
+    from skewtune.crosslingual.scoring import k_shot_score, score
+
+    run, items, labels = toy_run
+    model = run.accelerator.unwrap_model(run.model)
+    before = snapshot(model)
+    zero = score(run, "test_de")
+    shot = k_shot_score(run, items, 16, labels=labels, split="test_de", seed=1, epochs=3, learning_rate=5e-2,
+                        batch_size=4, holdout=0.25, patience=1)
+    assert shot["holdout_size"] == 4 and shot["train_steps"] <= 3 * 3  # 12 trained items, 3 batches per epoch
+    assert 2 <= len(shot["validation"]) <= 4 and 0 <= shot["best_epoch"] < len(shot["validation"])
+    if shot["best_epoch"] == 0:
+        assert shot["accuracy"] == zero["accuracy"]
+    frozen = k_shot_score(run, items, 16, labels=labels, split="test_de", seed=1, epochs=2, learning_rate=0.0,
+                          batch_size=4, holdout=0.25, patience=2)
+    assert frozen["best_epoch"] == 0 and frozen["accuracy"] == zero["accuracy"]  # no gain: zero-shot kept
+    after = snapshot(model)
+    assert all(torch.equal(after[n], v) for n, v in before.items())
+    with pytest.raises(ConfigError, match="too small to hold out"):
+        k_shot_score(run, items, 1, labels=labels, split="test_de", epochs=1, learning_rate=1e-3, holdout=0.25)
+
+
+def test_summary_over_seeds_and_goals_on_the_means() -> None:
+    xl = _recipe()
+
+    def seed_result(en: float, fr: float, de: float, la_fr: float, k_fr: float, chosen: str) -> dict:
+        task = {"metric": "accuracy", "train_size": 10, "timings_s": {}, "languages": {
+            "en": {"in_language": {"accuracy": en, "macro_f1": en, "size": 5}},
+            "fr": {"zero_shot": {"accuracy": fr, "macro_f1": fr, "size": 4},
+                   "language_adapter_always": {"accuracy": la_fr, "macro_f1": la_fr, "size": 4},
+                   "language_adapter": {"accuracy": la_fr if chosen == "with" else fr, "macro_f1": 0.5, "size": 4},
+                   "language_adapter_choice": {"chosen": chosen}, "k16": {"accuracy": k_fr, "macro_f1": 0.5, "size": 4}},
+            "de": {"zero_shot": {"accuracy": de, "macro_f1": de, "size": 4},
+                   "language_adapter_always": {"accuracy": 0.5, "macro_f1": 0.5, "size": 4},
+                   "language_adapter": {"accuracy": de, "macro_f1": de, "size": 4},
+                   "language_adapter_choice": {"chosen": "without"}, "k16": {"accuracy": de, "macro_f1": de, "size": 4}}}}
+        task["gap"] = xl.gap_summary(task)
+        return {"sentiment": task}
+
+    per_seed = {42: seed_result(0.8, 0.7, 0.8, 0.75, 0.72, "with"), 1: seed_result(0.9, 0.8, 0.8, 0.7, 0.78, "without")}
+    tasks = xl.summarise_seeds(per_seed)
+    fr = tasks["sentiment"]["languages"]["fr"]
+    assert fr["zero_shot"]["accuracy"] == pytest.approx(0.75) and fr["zero_shot"]["values"] == [0.7, 0.8]
+    assert fr["zero_shot"]["std"] == pytest.approx(0.0707107, rel=1e-5)  # sample std of 0.7, 0.8
+    assert fr["language_adapter"]["accuracy"] == pytest.approx(0.775)  # 0.75 (with) and 0.8 (without)
+    assert fr["language_adapter_choice"] == {"with": 1, "seeds": 2, "per_seed": ["with", "without"],
+                                             "p_values": [None, None]}
+    gap = tasks["sentiment"]["gap"]["zero_shot"]
+    assert gap["gap_points"] == pytest.approx(7.5) and gap["values_points"] == pytest.approx([5.0, 10.0])
+    assert gap["std_points"] == pytest.approx(3.54, abs=0.01)
+    results = {"backbone": "b", "quant": "8bit", "mode": "2 seeds", "settings": {"k_shots": [16]}, "tasks": tasks,
+               "per_seed": per_seed, "command": "c", "seconds_total": 1.0, "device": "cpu"}
+    goals = xl.check_goals(results)
+    assert goals["sentiment_language_adapter_vs_zero_shot"]["met"]  # 0.7875 vs 0.775
+    assert goals["sentiment_k16_vs_zero_shot"]["below"] == [] and goals["sentiment_k16_vs_zero_shot"]["met"]
+    assert not goals["sentiment_gap"]["met"] and goals["sentiment_gap"]["std_points"] == pytest.approx(3.54, abs=0.01)
+    results["goals"] = goals
+    results["summary_line"] = xl.summary_line(results)
+    table = xl.format_table(results)
+    assert "mean over 2 seeds" in table and "7.5 ± 3.5 points" in table
+    assert "| French (fr) | 4 | – | 75.0 ± 7.1 | 77.5 ± 3.5 | 1 of 2 seeds | 72.5 ± 3.5 | 75.0 ± 4.2 |" in table
+    assert "| sentiment | fr | zero_shot | 70.0 | 80.0 |" in table
+
+
+def test_paired_sign_test_is_exact_and_one_sided() -> None:
+    """``paired_sign_test``: only discordant items count; p = P(Binomial(n, 1/2) ≥ wins), one-sided."""
+    from skewtune.crosslingual.scoring import paired_sign_test
+
+    base = [(1, 1)] * 10 + [(0, 1)] * 6 + [(1, 1)] * 1 + [(0, 1)] * 3
+    other = [(1, 1)] * 10 + [(1, 1)] * 6 + [(0, 1)] * 1 + [(0, 1)] * 3
+    test = paired_sign_test(base, other)
+    assert (test["wins"], test["losses"], test["ties"]) == (6, 1, 13)
+    assert test["p_value"] == pytest.approx(8 / 128)  # (C(7,6) + C(7,7)) / 2^7
+    assert paired_sign_test(other, base)["p_value"] == pytest.approx(127 / 128)  # worse: no evidence at all
+    assert paired_sign_test(base, base)["p_value"] == 1.0  # no discordant item
+    # tagged sentences: a win is a sentence with more words right
+    sentences = paired_sign_test([(5, 8), (3, 4), (2, 2)], [(6, 8), (3, 4), (1, 2)])
+    assert (sentences["wins"], sentences["losses"], sentences["ties"]) == (1, 1, 1)
+    with pytest.raises(ConfigError, match="1 vs 0 items"):
+        paired_sign_test([(1, 1)], [])
+
+
+def test_true_class_probability() -> None:
+    from skewtune.crosslingual.scoring import true_class_probability
+
+    logits = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
+    expected = (0.5 + torch.sigmoid(torch.tensor(-2.0)).item() + torch.sigmoid(torch.tensor(1.0)).item()) / 3
+    assert true_class_probability(logits, [1, 1, 1]) == pytest.approx(expected)
+    assert true_class_probability(logits[:0], []) == 0.0
+
+
+def test_item_scores_agree_with_accuracy(toy_run) -> None:
+    from skewtune.crosslingual.scoring import item_scores, score
+
+    run, _, _ = toy_run
+    items = item_scores(run, "test_de")
+    assert len(items) == 16 and all(total == 1 and right in (0, 1) for right, total in items)
+    assert sum(right for right, _ in items) / 16 == pytest.approx(score(run, "test_de")["accuracy"])
+
+
+def test_wise_ft_interpolates_the_fine_tuned_weights(toy_run) -> None:
+    """``fine_tune(wise_alpha=α)`` keeps (1 − α)·start + α·fine-tuned; with early stopping each epoch's interpolated
+    state is scored, while training continues from the fine-tuned weights (same trajectory as α = 1)."""
+    from skewtune.crosslingual.fewshot import interpolate
+    from skewtune.crosslingual.scoring import _tokenize
+
+    run, items, labels = toy_run
+    model = run.accelerator.unwrap_model(run.model)
+    data = _tokenize(run, "wise shots", items, labels, 8)
+    start = snapshot(model)
+    runs = {}
+    for alpha in (1.0, 0.5):
+        states: list[dict[str, torch.Tensor]] = []
+
+        def validate(states=states) -> float:
+            states.append(snapshot(model))
+            return float(len(states))  # always better: every epoch replaces the best
+
+        torch.manual_seed(0)
+        stats = fine_tune(run, data, epochs=2, learning_rate=5e-2, batch_size=4, seed=0, validate=validate,
+                          wise_alpha=alpha)
+        runs[alpha] = (states, snapshot(model), stats)
+        restore(model, start)
+    plain, wise = runs[1.0][0], runs[0.5][0]
+    assert runs[0.5][2]["best_epoch"] == 2 and runs[0.5][2]["wise_alpha"] == 0.5
+    for epoch in (1, 2):  # the scored state is halfway between the start and the plain run's fine-tuned state
+        halfway = interpolate(start, plain[epoch], 0.5)
+        assert all(torch.allclose(wise[epoch][n], halfway[n], atol=1e-6) for n in halfway)
+        assert any(not torch.equal(wise[epoch][n], start[n]) for n in start)
+    kept = runs[0.5][1]
+    assert all(torch.allclose(kept[n], wise[2][n]) for n in kept)  # the best (interpolated) state is kept
+    torch.manual_seed(0)
+    fine_tune(run, data, epochs=1, learning_rate=5e-2, batch_size=4, seed=0, wise_alpha=0.0)
+    assert all(torch.equal(p, start[n]) for n, p in snapshot(model).items())  # α = 0: the starting adapter
+    with pytest.raises(ConfigError, match="alpha"):
+        fine_tune(run, data, epochs=1, learning_rate=5e-2, wise_alpha=1.5)
+
+
+def test_k_shot_early_stopping_on_true_class_probability(toy_run) -> None:
+    from skewtune.crosslingual.scoring import k_shot_score, score
+
+    run, items, labels = toy_run
+    before = snapshot(run.accelerator.unwrap_model(run.model))
+    zero = score(run, "test_de")
+    shot = k_shot_score(run, items, 16, labels=labels, split="test_de", seed=1, epochs=2, learning_rate=5e-2,
+                        batch_size=4, holdout=0.25, patience=2, metric="true_class_probability", wise_alpha=0.5)
+    assert all(0.0 < v < 1.0 for v in shot["validation"]) and shot["wise_alpha"] == 0.5
+    if shot["best_epoch"] == 0:
+        assert shot["accuracy"] == zero["accuracy"]
+    after = snapshot(run.accelerator.unwrap_model(run.model))
+    assert all(torch.equal(after[n], v) for n, v in before.items())
+    with pytest.raises(ConfigError, match="unknown k-shot"):
+        k_shot_score(run, items, 16, labels=labels, split="test_de", epochs=1, learning_rate=1e-3, metric="loss")
+    with pytest.raises(ConfigError, match="labelled texts"):
+        k_shot_score(run, items, 4, split="test_de", epochs=1, learning_rate=1e-3, metric="true_class_probability")
+
+
+def test_saved_task_adapter_is_reused_only_with_the_same_settings(toy_run, tmp_path) -> None:
+    """The recipe's ``saved_task_adapter`` + ``load_task_weights``: a saved adapter loaded into a fresh run scores
+    exactly as the trained one, and is trained afterwards without error; other settings are not reused."""
+    import dataclasses as dc
+
+    from skewtune.crosslingual.scoring import add_language_split, score
+    from skewtune.training import prepare, save_outputs
+
+    xl = _recipe()
+    run, items, labels = toy_run
+    save_outputs(run)
+    folder = Path(run.cfg.output_dir)
+    other_cfg = dc.replace(run.cfg, output_dir=str(tmp_path / "again"))
+    saved = xl.saved_task_adapter(other_cfg, folder)
+    assert saved is not None and "train_runtime_s" in saved["metrics"]
+    assert xl.saved_task_adapter(dc.replace(other_cfg, learning_rate="1e-4"), folder) is None
+    again = prepare(other_cfg, recipe="test", splits=run.splits)
+    try:
+        xl.load_task_weights(again, saved["weights"])
+        add_language_split(again, "test_de", *_toy_target(), max_length=8)
+        assert score(again, "test_de")["accuracy"] == score(run, "test_de")["accuracy"]
+        data = _tokenize_toy(again, items, labels)
+        assert fine_tune(again, data, epochs=1, learning_rate=1e-3, batch_size=4)["steps"] > 0
+    finally:
+        again.close()
+
+
+def _toy_target():
+    from tests.conftest import make_texts
+
+    target, target_labels = make_texts(40, seed=9)
+    return target[:16], target_labels[:16]
+
+
+def _tokenize_toy(run, items, labels):
+    from skewtune.crosslingual.scoring import _tokenize
+
+    return _tokenize(run, "toy shots", items, labels, 8)
+
+
+def test_recipe_k_shot_and_choice_settings() -> None:
+    xl = _recipe()
+    cfg = xl.CrossLingualConfig()
+    assert cfg.target_modules == "attention" and cfg.k_shot_max_length == cfg.eval_max_length
+    fields = {f.name for f in dataclasses.fields(xl.CrossLingualConfig)}
+    assert set(xl.SCORING_SETTINGS) <= fields
+    for bad in ({"k_shot_metric": "loss"}, {"k_shot_wise_alpha": 1.5}, {"upos_k_shot_wise_alpha": -0.1},
+                {"la_select_p": 0.0}):
+        with pytest.raises(ConfigError):
+            xl.CrossLingualConfig(**bad).validate()
+
+
+def test_choice_lines_report_the_sign_test() -> None:
+    xl = _recipe()
+    choice = {"chosen": "without", "validation": {"without": 0.8, "with": 0.82},
+              "sign_test": {"wins": 4, "losses": 3, "ties": 57, "p_value": 0.5}}
+    results = {"tasks": {"sentiment": {"languages": {"en": {}, "nl": {"language_adapter_choice": choice}}}}}
+    lines = xl.choice_lines(results, "sentiment")
+    assert "nl: 4/3, p=0.50 → without" in lines[-1]

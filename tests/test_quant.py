@@ -300,3 +300,20 @@ def test_bad_quant_and_adapter_flags(capsys, tiny_bert: Path, toy_csv: Path, tmp
         assert exc.value.code == 2 and not out.exists()
         return
     _check_error(capsys, ["train", *tiny_args(tiny_bert, toy_csv, out, *flags)], expect, out)
+
+
+def test_cpu_int8_matmul_trains_after_scoring_in_inference_mode() -> None:
+    """Scoring first (the row scale is cached under ``torch.inference_mode``, as an inference tensor), then a
+    training pass: the cached scale is rebuilt instead of autograd refusing to save an inference tensor."""
+    from skewtune.backbones.bnb_compat import patch_cpu_int8_matmul
+
+    patch_cpu_int8_matmul()
+    layer = _int8_linear()
+    layer.state.SCB = layer.state.SCB.clone()  # new weights loaded (as from a checkpoint): the cached scale is stale
+    x = torch.randn(4, 48)
+    with torch.inference_mode():
+        scored = layer(x)
+    a = x.clone().requires_grad_(True)
+    y = layer(a)
+    y.sum().backward()
+    assert torch.equal(y.detach(), scored) and a.grad is not None and torch.isfinite(a.grad).all()

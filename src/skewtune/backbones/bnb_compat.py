@@ -29,10 +29,13 @@ _PATCHED = False
 
 
 def _row_scale(state: Any) -> torch.Tensor:
-    """``SCB / 127`` as a column, cached on ``state`` until ``SCB`` is replaced or changed in place."""
+    """``SCB / 127`` as a column, cached on ``state`` until ``SCB`` is replaced or changed in place. A scale cached
+    under ``torch.inference_mode`` is an inference tensor, which autograd refuses to save for a backward pass: it
+    is rebuilt when used outside inference mode (scoring first, then fine-tuning)."""
     scb = state.SCB
     cached = getattr(state, "_skewtune_row_scale", None)
-    if cached is None or cached[0] is not scb or cached[1] != scb._version:
+    if (cached is None or cached[0] is not scb or cached[1] != scb._version
+            or (cached[2].is_inference() and not torch.is_inference_mode_enabled())):
         cached = (scb, scb._version, scb.unsqueeze(1).mul(1.0 / 127.0))
         state._skewtune_row_scale = cached
     return cached[2]

@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
     path = resolve_backbone(args.backbone).path
     settings = {"quant": args.quant, "batch": args.batch, "max_length": args.max_length,
                 "gradient_checkpointing": bool(args.gradient_checkpointing), "lora_r": args.lora_r,
-                "target_modules": args.target_modules or "attention", "quantize_embeddings": args.quantize_embeddings,
+                "target_modules": args.target_modules or "all", "quantize_embeddings": args.quantize_embeddings,
                 "num_labels": args.num_labels}
     plan = plan_memory(path, **settings)
     budget = args.memory_gb * 1024 * MB if args.memory_gb is not None else float(available_memory_bytes())

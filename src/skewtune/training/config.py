@@ -91,7 +91,7 @@ class TrainConfig:
     lora_alpha: float = 16.0  # LoRA scale numerator: the update is scaled by alpha/r (alpha/sqrt(r) for rslora)
     lora_dropout: float = 0.0  # dropout on the LoRA branch's input, in [0, 1)
     backbone_dropout: float | None = 0.0  # every dropout of the frozen backbone and head, in [0, 1); none keeps the backbone's own (BERT: 0.1)
-    target_modules: str | None = "attention"  # layers the adapter wraps: attention (query/value projections), all (every linear layer of the blocks) or comma-separated module names
+    target_modules: str | None = "all"  # layers the adapter wraps: all (every linear layer of the blocks), attention (query/value projections) or comma-separated module names
     num_virtual_tokens: int = 16  # virtual tokens of the prefix and prompt adapters
     lora_layers: str | None = None  # transformer layers to adapt: topN (the last N, e.g. top2; no backward below them: faster), 0-based indices such as 3,4,5, or all; none: all
     # optimisation

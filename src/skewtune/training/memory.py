@@ -264,7 +264,7 @@ def memory_warning(backbone_path: str | Path, cfg: Any, processes: int | None = 
         processes = int(local) if local.isdigit() and int(local) > 0 else 1
     settings = {"quant": cfg.quant, "batch": cfg.per_device_train_batch_size, "max_length": cfg.max_length,
                 "gradient_checkpointing": bool(getattr(cfg, "gradient_checkpointing", False)), "lora_r": cfg.lora_r,
-                "target_modules": cfg.target_modules or "attention", "quantize_embeddings": cfg.quantize_embeddings}
+                "target_modules": cfg.target_modules or "all", "quantize_embeddings": cfg.quantize_embeddings}
     try:
         need = processes * plan_memory(backbone_path, **settings).total
         have = available_memory_bytes()

@@ -51,7 +51,7 @@ from skewtune.backbones.registry import (  # noqa: F401  (ABSOLUTE_POSITIONS: re
 from skewtune.data import PaddingCollator
 from skewtune.data.streaming import StreamingBatches, StreamingTrain, expected_counts, oversampling_rates
 from skewtune.errors import ConfigError, OutputError
-from skewtune.evaluation.baselines import majority_macro_f1, pair_view, tfidf_macro_f1
+from skewtune.evaluation.baselines import majority_macro_f1, pair_view, tfidf_baseline
 from skewtune.evaluation.plots import plot_confusion_matrix
 from skewtune.evaluation.report import write_report
 from skewtune.imbalance import (
@@ -663,9 +663,13 @@ def finish_metrics(run: Run) -> dict[str, Any]:
     elif cfg.baselines and run.task.baselines and run.accelerator.is_main_process:
         s = run.splits
         metrics["baseline_majority_macro_f1"] = majority_macro_f1(s.train_labels, s.test_labels)
-        metrics["baseline_tfidf_macro_f1"] = tfidf_macro_f1(
+        tfidf = tfidf_baseline(
             pair_view(s.train_texts, s.pair_texts("train")), s.train_labels,
-            pair_view(s.test_texts, s.pair_texts("test")), s.test_labels, cfg.seed)
+            pair_view(s.validation_texts, s.pair_texts("validation")), s.validation_labels,
+            pair_view(s.test_texts, s.pair_texts("test")), s.test_labels, seed=cfg.seed)
+        metrics["baseline_tfidf_macro_f1"] = tfidf["macro_f1"]
+        metrics["baseline_tfidf_accuracy"] = tfidf["accuracy"]
+        metrics["baseline_tfidf_settings"] = {k: tfidf[k] for k in ("C", "min_df", "class_weight")}
         metrics["baseline_majority_accuracy"] = majority_accuracy(s.train_labels, s.test_labels)
         for warning in below_baseline_warnings(metrics):
             logger.warning("%s", warning)
@@ -806,7 +810,8 @@ def write_run_report(run: Run, path: Path) -> Path:
         baselines["majority class"] = {"macro_f1": metrics["baseline_majority_macro_f1"],
                                        "accuracy": metrics.get("baseline_majority_accuracy")}
     if "baseline_tfidf_macro_f1" in metrics:
-        baselines["TF-IDF + logistic regression"] = {"macro_f1": metrics["baseline_tfidf_macro_f1"]}
+        baselines["TF-IDF + logistic regression (C tuned on validation)"] = {
+            "macro_f1": metrics["baseline_tfidf_macro_f1"], "accuracy": metrics.get("baseline_tfidf_accuracy")}
     probabilities = torch.softmax(run.test_logits.float(), dim=-1).tolist()
     return write_report(
         path, title=f"{splits.name}: {cfg.adapter} on {cfg.backbone} ({cfg.quant})", settings=cfg.to_dict(),
@@ -862,7 +867,7 @@ def print_summary(run: Run) -> None:
             if isinstance(m.get(f"eval_{key}"), int | float)]
     rows += [(f"  F1 {label}", f"{value:.4f}") for label, value in (m.get("eval_per_class_f1") or {}).items()]
     if "baseline_tfidf_macro_f1" in m:
-        rows += [("baseline TF-IDF+LR macro-F1", f"{m['baseline_tfidf_macro_f1']:.4f}"),
+        rows += [("baseline TF-IDF+LR (C tuned on validation) macro-F1", f"{m['baseline_tfidf_macro_f1']:.4f}"),
                  ("baseline majority macro-F1", f"{m['baseline_majority_macro_f1']:.4f}")]
     if "learning_rate_auto" in m:
         rows.append(("learning rate (auto)", f"{m['learning_rate_auto']:.3g}"))
