@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -18,6 +21,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def load_benchmark(script: str, module_name: str) -> ModuleType:
+    """``benchmarks/<script>`` imported as a module, its folder on ``sys.path`` (it imports ``harness.py`` beside it
+    as a script would) and the module registered (its dataclasses resolve their module)."""
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(module_name, REPO / "benchmarks" / script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
 
 POSITIVE = ["great", "love", "wonderful", "happy", "excellent", "fantastic", "good", "nice", "amazing", "best"]
 NEGATIVE = ["awful", "hate", "terrible", "sad", "horrible", "bad", "worst", "poor", "ugly", "angry"]

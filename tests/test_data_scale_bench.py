@@ -4,29 +4,20 @@ benchmark's training runs, minutes to hours of CPU, are not run here)."""
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import load_benchmark
 
 ROWS = 2000
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    if str(REPO / "benchmarks") not in sys.path:  # the benchmark imports its harness.py as a script would
-        sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("data_scale_bench", REPO / "benchmarks" / "data_scale.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("data_scale.py", "data_scale_bench")
 
 
 @pytest.fixture(scope="module")

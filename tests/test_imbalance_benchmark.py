@@ -7,9 +7,7 @@ backbone checks that reusing a training's logits for a post-hoc rule gives what 
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,20 +15,13 @@ from typing import Any
 import pytest
 
 from skewtune.imbalance import long_tail_splits
-from tests.conftest import REPO
+from tests.conftest import load_benchmark
 from tests.test_imbalance_long_tail import NAMES, canonical_splits
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    if str(REPO / "benchmarks") not in sys.path:  # the benchmark imports its harness.py as a script would
-        sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("imbalance_benchmark", REPO / "benchmarks" / "imbalance.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("imbalance.py", "imbalance_benchmark")
 
 
 # ------------------------------------------------------------------------------------------- names and flags

@@ -3,27 +3,18 @@ model row on 300 real Pang & Lee sentences (slow: real Trainer, SetFit and skewt
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    if str(REPO / "benchmarks") not in sys.path:  # the benchmark imports its harness.py as a script would
-        sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("quality_bench", REPO / "benchmarks" / "quality.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("quality.py", "quality_bench")
 
 
 def run(f1: float, seconds: float) -> dict:
