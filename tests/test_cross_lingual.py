@@ -20,7 +20,6 @@ from skewtune.crosslingual.mlm import (
     corpus_shortlist,
     train_language_adapter,
 )
-from skewtune.crosslingual.scoring import select_on_validation
 from skewtune.crosslingual.stack import activate, attach_language_adapter, detach_language_adapter
 from skewtune.errors import AdapterError, ConfigError
 
@@ -384,14 +383,6 @@ def test_split_holdout_is_stratified_and_disjoint() -> None:
     assert len(split_holdout(10, 0.25, seed=1)[1]) == 2 and split_holdout(8, 0.0, seed=1) == (list(range(8)), [])
     with pytest.raises(ConfigError, match="outside"):
         split_holdout(8, 1.0, seed=1)
-
-
-def test_select_on_validation_ties_go_to_the_first() -> None:
-    assert select_on_validation({"without": 0.75, "with": 0.75}) == "without"
-    assert select_on_validation({"without": 0.70, "with": 0.75}) == "with"
-    assert select_on_validation({"without": 0.80, "with": 0.75}) == "without"
-    with pytest.raises(ConfigError):
-        select_on_validation({})
 
 
 @pytest.fixture(scope="module")

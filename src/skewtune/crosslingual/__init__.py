@@ -7,7 +7,7 @@ The experiment that uses them (tasks, languages, goals, results tables) is ``rec
 * :mod:`~skewtune.crosslingual.fewshot` — ``sample_k``, ``split_holdout``, ``fine_tune`` (early stopping on held-out
   shots, WiSE-FT interpolation), ``interpolate``, ``snapshot``/``restore``;
 * :mod:`~skewtune.crosslingual.scoring` — ``add_language_split``, ``score``, ``k_shot_score`` (a task adapter scored
-  in another language, zero-shot and after k-shot fine-tuning), ``select_on_validation``, ``item_scores`` +
+  in another language, zero-shot and after k-shot fine-tuning), ``item_scores`` +
   ``paired_sign_test`` (is one configuration better than another on the same items?), ``true_class_probability``;
 * :mod:`~skewtune.crosslingual.languages` — language codes per task.
 """
@@ -20,7 +20,6 @@ from skewtune.crosslingual.scoring import (
     k_shot_score,
     paired_sign_test,
     score,
-    select_on_validation,
     true_class_probability,
 )
 from skewtune.crosslingual.stack import activate, attach_language_adapter, detach_language_adapter
@@ -28,6 +27,6 @@ from skewtune.crosslingual.stack import activate, attach_language_adapter, detac
 __all__ = [
     "LANGUAGE_NAMES", "TASK_CORPORA", "LanguageAdapterSettings", "activate", "add_language_split",
     "attach_language_adapter", "detach_language_adapter", "item_scores", "k_shot_score", "paired_sign_test",
-    "parse_languages", "score", "select_on_validation", "true_class_probability",
+    "parse_languages", "score", "true_class_probability",
     "train_language_adapter", "train_language_adapters",
 ]

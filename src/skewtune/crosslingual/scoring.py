@@ -4,8 +4,7 @@
 sequence classification, tagged sentences for token classification); :func:`score` gives accuracy and macro-F1 of
 a tokenized split; :func:`k_shot_score` fine-tunes the run's adapter and head on ``k`` target items
 (:mod:`~skewtune.crosslingual.fewshot`; optionally with early stopping on a held-out part of the k items), scores
-a split, and puts the adapter back as it was; :func:`select_on_validation` picks one of several configurations by
-a validation score (ties: the earlier one). :func:`item_scores` gives each item's right / scored count (a text:
+a split, and puts the adapter back as it was. :func:`item_scores` gives each item's right / scored count (a text:
 0 or 1 of 1; a tagged sentence: words right of words), :func:`paired_sign_test` compares two configurations on the
 same items (exact one-sided sign test on the items where they differ, i.e. exact McNemar for texts), and
 :func:`true_class_probability` is the mean probability of the true class (a finer early-stopping score than the
@@ -15,7 +14,7 @@ accuracy of a few held-out texts).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -162,17 +161,5 @@ def k_shot_score(run: Run, items: Sequence[Any], k: int, *, split: str, labels: 
     return result
 
 
-def select_on_validation(scores: Mapping[str, float]) -> str:
-    """The configuration with the highest validation score; ties go to the one listed first (e.g. the simpler one,
-    listed first on purpose)."""
-    if not scores:
-        raise ConfigError("no configuration to choose from", "score at least one configuration on validation")
-    best = next(iter(scores))
-    for name, value in scores.items():
-        if value > scores[best]:
-            best = name
-    return best
-
-
 __all__ = ["K_SHOT_METRICS", "add_language_split", "item_scores", "k_shot_score", "paired_sign_test", "score",
-           "select_on_validation", "true_class_probability"]
+           "true_class_probability"]
