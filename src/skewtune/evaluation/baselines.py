@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from joblib import Parallel, delayed
+from sklearn.base import clone
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
@@ -35,9 +36,9 @@ def tfidf_pipeline(c: float = 2.0, *, min_df: int = 2, class_weight: str | None 
     )
 
 
-def _fit_score(c: float, x_train: Any, train_labels: list[str], x_val: Any, val_labels: list[str], labels: list[str],
-               seed: int) -> tuple[float | None, LogisticRegression]:
-    model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000, random_state=seed).fit(x_train, train_labels)
+def _fit_score(classifier: LogisticRegression, c: float, x_train: Any, train_labels: list[str], x_val: Any,
+               val_labels: list[str], labels: list[str]) -> tuple[float | None, LogisticRegression]:
+    model = clone(classifier).set_params(C=c).fit(x_train, train_labels)
     if not val_labels:
         return None, model
     return float(f1_score(val_labels, model.predict(x_val), labels=labels, average="macro", zero_division=0)), model
@@ -53,23 +54,24 @@ def tfidf_baseline(train_texts: Sequence[str], train_labels: list[str], validati
     fewer than ``min_df`` texts per term the vectorizer falls back to ``min_df=1``; without validation texts C is
     the grid's middle value."""
     labels = sorted(set(train_labels) | set(test_labels))
+    template = tfidf_pipeline(min_df=min_df, seed=seed)
+    vectorizer, classifier = template[0], template[-1]
     try:
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=min_df)
         x_train = vectorizer.fit_transform(train_texts)
     except ValueError:  # "After pruning, no terms remain": a tiny corpus
         min_df = 1
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+        vectorizer = clone(vectorizer).set_params(min_df=1)
         x_train = vectorizer.fit_transform(train_texts)
     grid = list(c_grid) if len(validation_texts) else [list(c_grid)[len(c_grid) // 2]]
     x_val = vectorizer.transform(validation_texts) if len(validation_texts) else None
     jobs = min(len(grid), os.cpu_count() or 1) if len(train_texts) >= PARALLEL_FIT_ROWS else 1
-    fits = Parallel(n_jobs=jobs)(delayed(_fit_score)(c, x_train, list(train_labels), x_val, list(validation_labels),
-                                                     labels, seed) for c in grid)
+    fits = Parallel(n_jobs=jobs)(delayed(_fit_score)(classifier, c, x_train, list(train_labels), x_val,
+                                                     list(validation_labels), labels) for c in grid)
     best = max(range(len(grid)), key=lambda i: (fits[i][0] or 0.0, -grid[i]))
     predicted = fits[best][1].predict(vectorizer.transform(test_texts))
     return {"macro_f1": float(f1_score(test_labels, predicted, labels=labels, average="macro", zero_division=0)),
             "accuracy": float(accuracy_score(test_labels, predicted)), "C": grid[best], "min_df": min_df,
-            "class_weight": "balanced", "validation_macro_f1": fits[best][0]}
+            "class_weight": classifier.class_weight, "validation_macro_f1": fits[best][0]}
 
 
 def pair_view(texts: Sequence[str], pairs: Sequence[str] | None) -> list[str]:
