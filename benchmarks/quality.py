@@ -51,7 +51,8 @@ DATA_SEED = 42
 VERSIONS = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "setfit", "scikit-learn")
 TFIDF_GRID = {"min_df": (1, 2), "C": (0.5, 1.0, 2.0, 4.0, 8.0, 16.0), "class_weight": (None, "balanced")}
 DEFAULTS: dict[str, Any] = {}  # the packaged YAML's values, read when the table is written
-SEARCHED = ("target_modules", "lora_r", "learning_rate", "num_train_epochs", "sampler", "max_length", "loss")
+SEARCHED = ("target_modules", "lora_r", "lora_alpha", "learning_rate", "num_train_epochs", "per_device_train_batch_size",
+            "max_tokens_per_batch", "sampler", "max_length", "loss")
 LABELS = {"majority": "majority class", "tfidf": "TF-IDF + LR (tuned on validation)",
           "peft": "plain PEFT LoRA + Trainer", "full_ft": "full fine-tuning + Trainer", "setfit": "SetFit"}
 
@@ -281,7 +282,7 @@ def row_skewtune(spec: dict[str, Any], splits: Any) -> dict[str, Any]:
             "test": {"macro_f1": metrics["eval_macro_f1"], "balanced_macro_f1": metrics["eval_balanced_macro_f1"],
                      "accuracy": metrics["eval_accuracy"]},
             "trainable_params": metrics["trainable_params"], "engine_train_seconds": metrics["train_runtime_s"],
-            "config": {k: values[k] for k in SEARCHED}, **timer.record()}
+            "config": {k: getattr(cfg, k) for k in SEARCHED}, **timer.record()}
 
 
 ROWS = {"majority": row_majority, "tfidf": row_tfidf, "peft": row_trainer, "full_ft": row_trainer,
@@ -434,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         for entry in table.values():
             entry["summary"] = summarize(entry["runs"])
         results[dataset] = table
-    result = {"benchmark": "quality", "quick": args.quick, "data_seed": DATA_SEED,
+    result = {"benchmark": args.name, "quick": args.quick, "data_seed": DATA_SEED,
               "seeds": {d: seeds_for.get(d, args.seeds) for d in args.datasets.split(",")},
               "grid_seeds_only": args.grid_seeds_only.split(","), "rows": results,
               "command": "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -460,6 +461,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r["test"][metric] for r in runs]
         out[metric] = statistics.fmean(values)
         out[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    validation = [r["validation"]["macro_f1"] for r in runs if "validation" in r]
+    out["validation_macro_f1"] = statistics.fmean(validation) if len(validation) == len(runs) else None
     for key in ("train_seconds", "train_cpu_seconds"):
         values = [r.get(key) or 0.0 for r in runs]
         out[key] = statistics.fmean(values)
@@ -479,7 +482,7 @@ def describe(name: str, entry: dict[str, Any]) -> str:
         return f"TF-IDF + LR (min_df {c['min_df']}, C {c['C']:g}, class weight {c['class_weight']})"
     if name.startswith("skewtune_"):
         flags = entry["chosen"]
-        described = " ".join(f"--{k} {v}" for k, v in flags.items())
+        described = " ".join(f"--{k} {'none' if v is None else v}" for k, v in flags.items())
         if all(DEFAULTS.get(k) == v for k, v in flags.items()):  # the packaged YAML's values: the default job
             return "**skewtune default**" + (f" ({described})" if described else "")
         return f"skewtune {described}"
@@ -494,21 +497,25 @@ def render_markdown(result: dict[str, Any]) -> str:
     def pm(s: dict[str, Any], metric: str) -> str:
         return f"{s[metric]:.4f}" + (f" ± {s[metric + '_std']:.4f}" if s["seeds"] > 1 else "")
 
-    lines = [f"# Quality side by side (`{result['command']}`)", "",
+    title = ("Quality side by side" if result.get("benchmark", "quality") == "quality"
+             else f"{result['benchmark']}: configurations side by side")
+    lines = [f"# {title} (`{result['command']}`)", "",
              f"Same splits for every row (data seed {result['data_seed']}); test scores, mean ± std over the seeds "
-             "run (column 'seeds'); grids searched on validation with the first seed. Train time: wall seconds of "
+             "run (column 'seeds'; validation macro-F1: the mean over them); grids searched on validation with the first seed. Train time: wall seconds of "
              "training alone (CPU seconds of the process beside it).", ""]
     for dataset, table in result["rows"].items():
         sizes = next((r["sizes"] for e in table.values() for r in e["runs"] if "sizes" in r), {})
         lines += [f"## {dataset} ({sizes.get('train', '?')} train / {sizes.get('validation', '?')} validation / "
                   f"{sizes.get('test', '?')} test)", "",
-                  "| method | test macro-F1 | balanced macro-F1 | accuracy | train s (CPU s) | trainable params | seeds |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| method | test macro-F1 | balanced macro-F1 | accuracy | validation macro-F1 | train s (CPU s) | "
+                  "trainable params | seeds |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for name, entry in table.items():
             s = entry["summary"]
             params = f"{s['trainable_params']:,}" if s.get("trainable_params") is not None else "–"
+            val = f"{s['validation_macro_f1']:.4f}" if s.get("validation_macro_f1") is not None else "–"
             lines.append(f"| {describe(name, entry)} | {pm(s, 'macro_f1')} | {pm(s, 'balanced_macro_f1')} | "
-                         f"{pm(s, 'accuracy')} | {s['train_seconds']:.0f} ({s['train_cpu_seconds']:.0f}) | {params} | "
+                         f"{pm(s, 'accuracy')} | {val} | {s['train_seconds']:.0f} ({s['train_cpu_seconds']:.0f}) | {params} | "
                          f"{s['seeds']} |")
         for name, entry in table.items():
             if "grid" in entry:
@@ -517,8 +524,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                     + f": validation {p['validation_macro_f1']:.4f}" for p in entry["grid"])
                 lines.append(f"\n{describe(name, entry)} — grid (first seed): {points}")
         lines.append("")
-    lines.append(harness.machine_line(result["machine"]))
-    return "\n".join(lines)
+    return "\n".join(lines)  # harness.write_results adds the machine line
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:

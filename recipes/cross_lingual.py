@@ -81,7 +81,7 @@ GOALS = {"sentiment_gap_points": 3.0, "upos_zero_shot_accuracy": 0.80}
 # settings that change only the scores after training (k-shot, the language-adapter choice), never the data split,
 # the language adapters or the task adapters' training (benchmarks/cross_lingual_seeds.py re-scores with them)
 SCORING_SETTINGS = ("k_shots", "k_shot_epochs", "k_shot_learning_rate", "upos_k_shot_learning_rate", "k_shot_metric",
-                    "k_shot_wise_alpha", "upos_k_shot_wise_alpha", "k_shot_holdout", "k_shot_patience",
+                    "k_shot_wise_alpha", "upos_k_shot_wise_alpha", "k_shot_holdout", "k_shot_patience", "k_shot_draw", "k_shot_folds", "k_shot_cv_max_k",
                     "k_shot_batch_size", "k_shot_max_length", "la_select", "la_select_p")
 
 
@@ -123,6 +123,9 @@ class CrossLingualConfig(TrainConfig):
     upos_k_shot_wise_alpha: float = 1.0  # the tagger's WiSE-FT alpha (1: plain fine-tuning)
     k_shot_holdout: float = 0.25  # share of the k items held out (stratified) for early stopping; 0: train on all k for --k_shot_epochs
     k_shot_patience: int = 2  # stop after this many epochs without a gain on the held-out items
+    k_shot_draw: str = "random"  # how the k sentiment texts are drawn from the pool: random (they carry the target's class prior, as k texts a user labels do) or balanced (k/2 per class)
+    k_shot_folds: int = 4  # k up to --k_shot_cv_max_k: the epoch count is chosen by this many-fold cross-validation over the k items instead of one held-out part
+    k_shot_cv_max_k: int = 16  # cross-validated early stopping for k up to this (a held-out quarter of 16 is 4 items); 0: never
     k_shot_batch_size: int = 8  # target-language items per batch when fine-tuning on the k shots
     k_shot_max_length: int = 96  # truncation of the k target sentiment texts used for training (the test texts' length)
     language_adapters: bool = True  # train MAD-X language adapters (masked LM) and the '+ language adapter' rows
@@ -185,6 +188,11 @@ class CrossLingualConfig(TrainConfig):
                                   "pass e.g. 0.5 (halfway between the English and the fine-tuned weights), 1 for none")
         if not 0.0 < self.la_select_p <= 1.0:
             raise ConfigError(f"--la_select_p must be in (0, 1], got {self.la_select_p}", "pass e.g. 0.1")
+        if self.k_shot_draw not in ("random", "balanced"):
+            raise ConfigError(f"--k_shot_draw '{self.k_shot_draw}' is unknown", "use random or balanced")
+        if self.k_shot_cv_max_k > 0 and self.k_shot_folds < 2:
+            raise ConfigError(f"--k_shot_folds must be ≥ 2 for cross-validation, got {self.k_shot_folds}",
+                              "pass e.g. 4, or --k_shot_cv_max_k 0 for one held-out part")
         if not 0.0 <= self.k_shot_holdout < 1.0:
             raise ConfigError(f"--k_shot_holdout must be in [0, 1), got {self.k_shot_holdout}",
                               "pass e.g. 0.25 (a quarter of the k items held out), or 0 for no early stopping")
@@ -325,13 +333,19 @@ def run_notes(cfg: CrossLingualConfig) -> list[str]:
              f"training (the zero-shot adapter) and after each epoch (sentiment: {cfg.k_shot_metric}; UPOS: word "
              f"accuracy), the best state is kept (ties: the earlier), patience {cfg.k_shot_patience}"
              if cfg.k_shot_holdout > 0 else "no early stopping")
+    if cfg.k_shot_cv_max_k > 0:
+        early += (f"; for k ≤ {cfg.k_shot_cv_max_k} instead {cfg.k_shot_folds}-fold cross-validation: each stratified "
+                  "fold of the k items is held out once while the others train every epoch, the epoch count with "
+                  "the best item-weighted mean score over the folds (ties: fewer; 0: the zero-shot adapter) is then "
+                  "trained on all k items")
     wise = (f"; WiSE-FT: the kept weights are {1 - cfg.k_shot_wise_alpha:g} × English + {cfg.k_shot_wise_alpha:g} × "
             "fine-tuned (sentiment; each epoch's interpolated state is the one scored)" if cfg.k_shot_wise_alpha < 1 else "")
     return [
         "EN in-language: English test split, English task adapter; '+ language adapter' on the EN row is the "
         "MAD-X task adapter with the English language adapter.",
-        "zero-shot and k-shot use the English task adapter; k-shot fine-tunes it on k target items from a "
-        f"pool of {cfg.k_shot_pool} disjoint from the test set (up to {cfg.k_shot_epochs} epochs, "
+        "zero-shot and k-shot use the English task adapter; k-shot fine-tunes it on k target items "
+        f"({'a random draw' if cfg.k_shot_draw == 'random' else 'k/2 per class'} for sentiment, a random draw of "
+        f"sentences for UPOS) from a pool of {cfg.k_shot_pool} disjoint from the test set (up to {cfg.k_shot_epochs} epochs, "
         f"lr {cfg.k_shot_learning_rate} for sentiment texts cut at {cfg.k_shot_max_length} subwords, "
         f"{cfg.upos_k_shot_learning_rate} for UPOS; {early}{wise}), one draw per k.",
         "'+ language adapter' (MAD-X): a second task adapter trained over the frozen English language adapter; "
@@ -538,7 +552,8 @@ def add_pool_splits(run: Any, cfg: CrossLingualConfig, data: TaskData) -> dict[s
 
 def k_shot_scores(run: Any, cfg: CrossLingualConfig, data: TaskData) -> dict[str, dict[str, Any]]:
     """Fine-tune the trained English adapter on k pool items per language and k (early stopping on a held-out
-    part of the k items); score; restore the adapter."""
+    part of the k items, or cross-validated over folds of them for k ≤ ``k_shot_cv_max_k``); score; restore the
+    adapter."""
     tagging = data.task == "upos"
     lr = cfg.upos_k_shot_learning_rate if tagging else cfg.k_shot_learning_rate
     alpha = cfg.upos_k_shot_wise_alpha if tagging else cfg.k_shot_wise_alpha
@@ -550,7 +565,8 @@ def k_shot_scores(run: Any, cfg: CrossLingualConfig, data: TaskData) -> dict[str
                 run, target.pool, k, labels=target.pool_labels, split=f"test_{language}", seed=cfg.seed + k,
                 epochs=cfg.k_shot_epochs, learning_rate=lr, batch_size=cfg.k_shot_batch_size,
                 max_length=cfg.k_shot_max_length, name=f"{k}-shot {language}", holdout=cfg.k_shot_holdout,
-                patience=cfg.k_shot_patience, metric=metric, wise_alpha=alpha)
+                patience=cfg.k_shot_patience, metric=metric, wise_alpha=alpha,
+                folds=cfg.k_shot_folds if k <= cfg.k_shot_cv_max_k else 0, balanced=cfg.k_shot_draw == "balanced")
     return out
 
 

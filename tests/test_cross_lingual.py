@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from skewtune.crosslingual.fewshot import fine_tune, restore, sample_k, snapshot, split_holdout
+from skewtune.crosslingual.fewshot import fine_tune, restore, sample_k, snapshot, split_folds, split_holdout
 from skewtune.crosslingual.languages import parse_languages
 from skewtune.crosslingual.mlm import (
     LanguageAdapterSettings,
@@ -385,6 +385,19 @@ def test_split_holdout_is_stratified_and_disjoint() -> None:
         split_holdout(8, 1.0, seed=1)
 
 
+def test_split_folds_cover_once_stratified_and_seeded() -> None:
+    labels = ["pos"] * 8 + ["neg"] * 8
+    parts = split_folds(16, 4, seed=3, labels=labels)
+    assert sorted(i for part in parts for i in part) == list(range(16)) and [len(p) for p in parts] == [4] * 4
+    assert all(sorted(labels[i] for i in part) == ["neg", "neg", "pos", "pos"] for part in parts)
+    assert split_folds(16, 4, seed=3, labels=labels) == parts and split_folds(16, 4, seed=4, labels=labels) != parts
+    odd = split_folds(10, 4, seed=1, labels=["a"] * 7 + ["b"] * 3)
+    assert sorted(len(p) for p in odd) == [2, 2, 3, 3]  # sizes differ by at most one across the classes
+    assert len(split_folds(3, 4, seed=1)) == 3  # fewer items than folds: empty folds dropped
+    with pytest.raises(ConfigError, match="cannot cross-validate"):
+        split_folds(8, 1, seed=1)
+
+
 @pytest.fixture(scope="module")
 def toy_run(spec, tmp_path_factory):
     """A prepared toy sentiment run (trained once) and a tokenized 'target' test split."""
@@ -456,6 +469,43 @@ def test_k_shot_with_holdout_reports_and_restores(toy_run) -> None:
     assert all(torch.equal(after[n], v) for n, v in before.items())
     with pytest.raises(ConfigError, match="too small to hold out"):
         k_shot_score(run, items, 1, labels=labels, split="test_de", epochs=1, learning_rate=1e-3, holdout=0.25)
+
+
+def test_fine_tune_stop_after_keeps_the_full_schedule(toy_run) -> None:
+    """``fine_tune(stop_after=e)`` trains e epochs of an ``epochs``-long schedule; 0 trains nothing."""
+    from skewtune.crosslingual.scoring import _tokenize
+
+    run, items, labels = toy_run
+    model = run.accelerator.unwrap_model(run.model)
+    data = _tokenize(run, "shots", items[:8], labels[:8], 8)
+    start = snapshot(model)
+    stats = fine_tune(run, data, epochs=3, learning_rate=5e-2, batch_size=4, seed=0, stop_after=2)
+    assert stats["epochs_run"] == 2 and stats["steps"] == 4  # 2 batches per epoch
+    restore(model, start)
+    none = fine_tune(run, data, epochs=3, learning_rate=5e-2, batch_size=4, seed=0, stop_after=0, wise_alpha=0.5)
+    assert none["steps"] == 0 and all(torch.equal(v, snapshot(model)[n]) for n, v in start.items())
+
+
+def test_k_shot_cross_validated_epochs(toy_run) -> None:
+    """``k_shot_score(folds=F)``: every item is held out once; the pooled score per epoch count picks the epochs
+    trained on all k (ties: fewer); no gain keeps the zero-shot adapter; the English adapter is back afterwards."""
+    from skewtune.crosslingual.scoring import k_shot_score, score
+
+    run, items, labels = toy_run
+    model = run.accelerator.unwrap_model(run.model)
+    before = snapshot(model)
+    zero = score(run, "test_de")
+    shot = k_shot_score(run, items, 16, labels=labels, split="test_de", seed=1, epochs=3, learning_rate=5e-2,
+                        batch_size=4, folds=4, metric="true_class_probability")
+    assert shot["folds"] == 4 and len(shot["validation"]) == 4 and shot["cv_train_steps"] == 4 * 3 * 3
+    assert shot["best_epoch"] == max(range(4), key=lambda e: (shot["validation"][e], -e))
+    assert shot["train_steps"] == 4 * shot["best_epoch"]  # all 16 items: 4 batches per epoch
+    frozen = k_shot_score(run, items, 16, labels=labels, split="test_de", seed=1, epochs=2, learning_rate=0.0,
+                          batch_size=4, folds=4)
+    assert frozen["best_epoch"] == 0 and frozen["train_steps"] == 0 and frozen["accuracy"] == zero["accuracy"]
+    assert all(torch.equal(snapshot(model)[n], v) for n, v in before.items())
+    with pytest.raises(ConfigError, match="too small for 4-fold"):
+        k_shot_score(run, items, 1, labels=labels, split="test_de", epochs=1, learning_rate=1e-3, folds=4)
 
 
 def test_summary_over_seeds_and_goals_on_the_means() -> None:

@@ -4,8 +4,8 @@ The experiment that uses them (tasks, languages, goals, results tables) is ``rec
 
 * :mod:`~skewtune.crosslingual.mlm` — ``train_language_adapter(spec, texts, folder, language=...)``;
 * :mod:`~skewtune.crosslingual.stack` — ``attach_language_adapter`` / ``activate`` / ``detach_language_adapter``;
-* :mod:`~skewtune.crosslingual.fewshot` — ``sample_k``, ``split_holdout``, ``fine_tune`` (early stopping on held-out
-  shots, WiSE-FT interpolation), ``interpolate``, ``snapshot``/``restore``;
+* :mod:`~skewtune.crosslingual.fewshot` — ``sample_k``, ``split_holdout``, ``split_folds``, ``fine_tune`` (early
+  stopping on held-out shots, WiSE-FT interpolation), ``interpolate``, ``snapshot``/``restore``;
 * :mod:`~skewtune.crosslingual.scoring` — ``add_language_split``, ``score``, ``k_shot_score`` (a task adapter scored
   in another language, zero-shot and after k-shot fine-tuning), ``item_scores`` +
   ``paired_sign_test`` (is one configuration better than another on the same items?), ``true_class_probability``;

@@ -10,6 +10,15 @@ zero-shot adapter) and after every epoch; the state with the highest score is ke
 when strictly better, so ties keep the earlier state — and training stops after ``patience`` epochs without
 improvement. When no epoch beats the starting state, the adapter comes back unchanged (k-shot = zero-shot).
 
+Cross-validated early stopping (:func:`split_folds`): with few shots one held-out part is a handful of items, too
+few to tell an epoch that helps from one that hurts. The k shots are cut into ``F`` stratified folds; each fold is
+held out once while the others train for every epoch, scored before the first step and after every epoch; the
+score of ``e`` epochs is the item-weighted mean over the folds, ``s(e) = Σ_f n_f·s_f(e) / Σ_f n_f``, so every one of
+the k items votes once. The epoch count kept is ``e* = argmax_e s(e)`` (ties: the smaller; ``e* = 0`` keeps the
+starting adapter), and the adapter is then trained on all k items with the same schedule and stopped after ``e*``
+epochs (``fine_tune(..., stop_after=e*)``) — the usual k-fold choice of a hyperparameter (Hastie, Tibshirani &
+Friedman, *The Elements of Statistical Learning*, §7.10).
+
 WiSE-FT (``fine_tune(..., wise_alpha=α)``; Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"): the
 weights kept are the interpolation θ = (1 − α)·θ_start + α·θ_fine-tuned of the trainable weights
 (:func:`interpolate`); with early stopping every epoch's *interpolated* state is the one scored (training itself
@@ -82,6 +91,27 @@ def split_holdout(n: int, fraction: float, seed: int, labels: list[str] | None =
     return [i for i in range(n) if i not in held_set], sorted(held)
 
 
+def split_folds(n: int, folds: int, seed: int, labels: list[str] | None = None) -> list[list[int]]:
+    """``folds`` disjoint parts of ``range(n)`` covering it, stratified over ``labels``: each class's items, shuffled
+    with ``seed``, are dealt round-robin (the next class starts at the fold after the last one dealt), so fold
+    sizes differ by at most one and every class is spread evenly. Empty folds are dropped (``n < folds``)."""
+    if folds < 2:
+        raise ConfigError(f"{folds} fold(s) cannot cross-validate", "use at least 2 folds")
+    rng = random.Random(seed)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in range(n):
+        groups[labels[i] if labels is not None else ""].append(i)
+    parts: list[list[int]] = [[] for _ in range(folds)]
+    position = 0
+    for key in sorted(groups):
+        members = groups[key]
+        rng.shuffle(members)
+        for i in members:
+            parts[position % folds].append(i)
+            position += 1
+    return [sorted(part) for part in parts if part]
+
+
 def snapshot(model: Any) -> dict[str, torch.Tensor]:
     """Copies of the trainable parameters (adapter + head)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -101,18 +131,21 @@ def interpolate(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], al
 
 def fine_tune(run: Run, split: Any, *, epochs: int, learning_rate: float, batch_size: int = 8,
               seed: int = 0, warmup_ratio: float = 0.0, validate: Callable[[], float] | None = None,
-              patience: int | None = None, wise_alpha: float = 1.0) -> dict[str, Any]:
+              patience: int | None = None, wise_alpha: float = 1.0,
+              stop_after: int | None = None) -> dict[str, Any]:
     """Train ``run.model``'s trainable weights on ``split`` (a tokenized split) for up to ``epochs``; returns stats.
 
     ``validate`` (higher is better) turns on early stopping (module docstring): the stats then hold ``best_epoch``
     (0: the starting state was kept) and ``validation`` (the score before training, then after each epoch).
     ``wise_alpha`` < 1 keeps the WiSE-FT interpolation of the starting and the fine-tuned weights (module docstring).
+    ``stop_after``: end training after that many epochs, the learning-rate schedule still built for ``epochs`` (the
+    schedule the cross-validation folds ran; 0 trains nothing).
     """
     if not 0.0 <= wise_alpha <= 1.0:
         raise ConfigError(f"WiSE-FT alpha {wise_alpha} is outside [0, 1]",
                           "use e.g. 0.5 (halfway between the starting and the fine-tuned weights), 1 for none")
-    if len(split) == 0:
-        return {"steps": 0, "seconds": 0.0, "train_size": 0}
+    if len(split) == 0 or stop_after == 0:
+        return {"steps": 0, "seconds": 0.0, "train_size": len(split), "epochs_run": 0, "wise_alpha": wise_alpha}
     model = run.accelerator.unwrap_model(run.model)
     start = snapshot(model)
     loader = batch_loader(split, split.lengths, batch_size, run.collator, seed=seed)
@@ -124,7 +157,12 @@ def fine_tune(run: Run, split: Any, *, epochs: int, learning_rate: float, batch_
         history.append(float(validate()))
         best.update(score=history[0], epoch=0, state=snapshot(model))
 
+    def stop_at_epoch(state: FitState) -> None:
+        if stop_after is not None and state.epoch >= stop_after:
+            state.should_stop = True
+
     def on_epoch_end(state: FitState) -> None:
+        stop_at_epoch(state)
         trained = snapshot(model) if wise_alpha < 1.0 else None
         if trained is not None:  # score the interpolated state; training goes on from the fine-tuned one
             restore(model, interpolate(start, trained, wise_alpha))
@@ -139,7 +177,7 @@ def fine_tune(run: Run, split: Any, *, epochs: int, learning_rate: float, batch_
         model.train()  # scoring switched the model to eval mode; the next epoch trains
 
     result = train_module(run.model, loader, build_loss(run), opt, run.accelerator,
-                          on_epoch_end=on_epoch_end if validate is not None else None)
+                          on_epoch_end=on_epoch_end if validate is not None else stop_at_epoch)
     stats: dict[str, Any] = {"steps": result.state.global_step, "seconds": result.seconds, "train_size": len(split),
                              "epochs_run": result.state.epoch}
     if validate is not None:
@@ -151,4 +189,4 @@ def fine_tune(run: Run, split: Any, *, epochs: int, learning_rate: float, batch_
     return stats
 
 
-__all__ = ["fine_tune", "interpolate", "restore", "sample_k", "snapshot", "split_holdout"]
+__all__ = ["fine_tune", "interpolate", "restore", "sample_k", "snapshot", "split_folds", "split_holdout"]

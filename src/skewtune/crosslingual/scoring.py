@@ -14,13 +14,13 @@ accuracy of a few held-out texts).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from scipy.stats import binomtest
 
-from skewtune.crosslingual.fewshot import fine_tune, restore, sample_k, snapshot, split_holdout
+from skewtune.crosslingual.fewshot import fine_tune, restore, sample_k, snapshot, split_folds, split_holdout
 from skewtune.data.batching import tokenize_split
 from skewtune.errors import ConfigError
 from skewtune.tasks.token import predict_tags
@@ -103,9 +103,11 @@ def paired_sign_test(base: Sequence[tuple[int, int]], other: Sequence[tuple[int,
 def k_shot_score(run: Run, items: Sequence[Any], k: int, *, split: str, labels: Sequence[str] | None = None,
                  seed: int = 0, epochs: int, learning_rate: float, batch_size: int = 8, max_length: int | None = None,
                  name: str | None = None, holdout: float = 0.0, patience: int | None = None,
-                 metric: str = "accuracy", wise_alpha: float = 1.0) -> dict[str, Any]:
-    """Fine-tune the run's trainable weights on ``k`` of ``items`` (drawn with ``seed``, balanced over ``labels``
-    when given; tokenized as ``name``), score ``split``, then restore the weights. Returns the scores plus ``k``,
+                 metric: str = "accuracy", wise_alpha: float = 1.0, folds: int = 0,
+                 balanced: bool = False) -> dict[str, Any]:
+    """Fine-tune the run's trainable weights on ``k`` of ``items`` (a random draw with ``seed``, so the k items carry
+    the target's class prior; ``balanced``: the same number per class of ``labels``; tokenized as ``name``), score
+    ``split``, then restore the weights. Returns the scores plus ``k``,
     ``train_steps`` and ``train_seconds``. ``items`` / ``labels`` / ``max_length`` as in :func:`add_language_split`.
 
     ``holdout`` > 0: that fraction of the k items (stratified over ``labels``) is not trained on but scored
@@ -115,6 +117,12 @@ def k_shot_score(run: Run, items: Sequence[Any], k: int, *, split: str, labels: 
     ``metric``: ``accuracy``, ``macro_f1`` or ``true_class_probability`` (:func:`true_class_probability`; texts
     only). ``wise_alpha`` < 1: WiSE-FT, the interpolation of the English and the fine-tuned weights is kept
     (:func:`~skewtune.crosslingual.fewshot.fine_tune`).
+
+    ``folds`` ≥ 2 replaces the single held-out part by cross-validated early stopping
+    (:func:`~skewtune.crosslingual.fewshot.split_folds`): each of ``folds`` stratified parts of the k items is held
+    out once and scored (``metric``) before training and after every epoch of training on the others; the epoch
+    count with the best item-weighted mean over the folds (ties: fewer; 0: the zero-shot adapter) is then trained on
+    all k items. The result adds ``folds``, ``best_epoch`` and ``validation`` (the pooled score per epoch count).
     """
     if metric not in K_SHOT_METRICS:
         raise ConfigError(f"unknown k-shot early-stopping metric '{metric}'", f"use one of: {', '.join(K_SHOT_METRICS)}")
@@ -125,27 +133,24 @@ def k_shot_score(run: Run, items: Sequence[Any], k: int, *, split: str, labels: 
     if labels is None:
         chosen, chosen_labels = sample_k(list(items), k, seed), None
     else:
-        pairs = sample_k(list(zip(items, labels)), k, seed, labels=list(labels))
+        pairs = sample_k(list(zip(items, labels)), k, seed, labels=list(labels) if balanced else None)
         chosen, chosen_labels = [t for t, _ in pairs], [lab for _, lab in pairs]
+    if folds >= 2:
+        return _cross_validated(run, chosen, chosen_labels, k, split=split, seed=seed, epochs=epochs,
+                                learning_rate=learning_rate, batch_size=batch_size, max_length=max_length, name=name,
+                                metric=metric, wise_alpha=wise_alpha, folds=folds)
     train_idx, held_idx = split_holdout(len(chosen), holdout, seed, chosen_labels)
     if holdout > 0 and (not held_idx or not train_idx):
         raise ConfigError(f"k={k} is too small to hold out {holdout:.0%} of the shots",
                           "raise k or lower the held-out fraction")
 
     def part(indices: list[int]) -> tuple[list[Any], list[str] | None]:
-        return ([chosen[i] for i in indices],
-                None if chosen_labels is None else [chosen_labels[i] for i in indices])
+        return _part(chosen, chosen_labels, indices)
 
     data = _tokenize(run, name, *part(train_idx), max_length)
     validate = None
     if held_idx:
-        held = _tokenize(run, f"{name} held-out", *part(held_idx), max_length)
-
-        def validate() -> float:
-            report = evaluate_split(run, held)
-            if metric == "true_class_probability":
-                return true_class_probability(report["logits"], held.labels)
-            return float(report[metric])
+        validate = _validator(run, _tokenize(run, f"{name} held-out", *part(held_idx), max_length), metric)
 
     model = run.accelerator.unwrap_model(run.model)
     saved = snapshot(model)
@@ -158,6 +163,57 @@ def k_shot_score(run: Run, items: Sequence[Any], k: int, *, split: str, labels: 
     result.update(k=k, train_steps=stats["steps"], train_seconds=round(stats["seconds"], 1), wise_alpha=wise_alpha)
     if validate is not None:
         result.update(holdout_size=len(held_idx), best_epoch=stats["best_epoch"], validation=stats["validation"])
+    return result
+
+
+def _part(items: list[Any], labels: list[str] | None, indices: list[int]) -> tuple[list[Any], list[str] | None]:
+    return [items[i] for i in indices], None if labels is None else [labels[i] for i in indices]
+
+
+def _validator(run: Run, held: Any, metric: str) -> Callable[[], float]:
+    """``metric`` of the run's model on the tokenized split ``held`` (higher is better)."""
+    def validate() -> float:
+        report = evaluate_split(run, held)
+        if metric == "true_class_probability":
+            return true_class_probability(report["logits"], held.labels)
+        return float(report[metric])
+    return validate
+
+
+def _cross_validated(run: Run, chosen: list[Any], chosen_labels: list[str] | None, k: int, *, split: str, seed: int,
+                     epochs: int, learning_rate: float, batch_size: int, max_length: int | None, name: str,
+                     metric: str, wise_alpha: float, folds: int) -> dict[str, Any]:
+    """:func:`k_shot_score` with ``folds``-fold cross-validated early stopping (its docstring)."""
+    parts = split_folds(len(chosen), folds, seed, chosen_labels)
+    if len(parts) < 2:
+        raise ConfigError(f"k={k} is too small for {folds}-fold cross-validation", "raise k or use fewer folds")
+    model = run.accelerator.unwrap_model(run.model)
+    saved = snapshot(model)
+    pooled = [0.0] * (epochs + 1)
+    seconds, steps = 0.0, 0
+    try:
+        for number, held_idx in enumerate(parts):
+            held_set = set(held_idx)
+            train_idx = [i for i in range(len(chosen)) if i not in held_set]
+            data = _tokenize(run, f"{name} fold {number}", *_part(chosen, chosen_labels, train_idx), max_length)
+            held = _tokenize(run, f"{name} fold {number} held-out", *_part(chosen, chosen_labels, held_idx),
+                             max_length)
+            stats = fine_tune(run, data, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                              validate=_validator(run, held, metric), patience=None, wise_alpha=wise_alpha)
+            seconds, steps = seconds + stats["seconds"], steps + stats["steps"]
+            for epoch, value in enumerate(stats["validation"]):
+                pooled[epoch] += value * len(held_idx) / len(chosen)
+            restore(model, saved)
+        best_epoch = max(range(epochs + 1), key=lambda e: (pooled[e], -e))  # ties: fewer epochs
+        data = _tokenize(run, name, *_part(chosen, chosen_labels, list(range(len(chosen)))), max_length)
+        stats = fine_tune(run, data, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                          wise_alpha=wise_alpha, stop_after=best_epoch)
+        result = score(run, split)
+    finally:
+        restore(model, saved)
+    result.update(k=k, train_steps=stats["steps"], train_seconds=round(seconds + stats["seconds"], 1),
+                  cv_train_steps=steps, wise_alpha=wise_alpha, folds=len(parts), best_epoch=best_epoch,
+                  validation=[round(v, 6) for v in pooled])
     return result
 
 
