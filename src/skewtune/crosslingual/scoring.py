@@ -144,13 +144,11 @@ def k_shot_score(run: Run, items: Sequence[Any], k: int, *, split: str, labels: 
         raise ConfigError(f"k={k} is too small to hold out {holdout:.0%} of the shots",
                           "raise k or lower the held-out fraction")
 
-    def part(indices: list[int]) -> tuple[list[Any], list[str] | None]:
-        return _part(chosen, chosen_labels, indices)
-
-    data = _tokenize(run, name, *part(train_idx), max_length)
+    data = _tokenize(run, name, *_part(chosen, chosen_labels, train_idx), max_length)
     validate = None
     if held_idx:
-        validate = _validator(run, _tokenize(run, f"{name} held-out", *part(held_idx), max_length), metric)
+        held = _tokenize(run, f"{name} held-out", *_part(chosen, chosen_labels, held_idx), max_length)
+        validate = _validator(run, held, metric)
 
     model = run.accelerator.unwrap_model(run.model)
     saved = snapshot(model)
@@ -205,7 +203,7 @@ def _cross_validated(run: Run, chosen: list[Any], chosen_labels: list[str] | Non
                 pooled[epoch] += value * len(held_idx) / len(chosen)
             restore(model, saved)
         best_epoch = max(range(epochs + 1), key=lambda e: (pooled[e], -e))  # ties: fewer epochs
-        data = _tokenize(run, name, *_part(chosen, chosen_labels, list(range(len(chosen)))), max_length)
+        data = _tokenize(run, name, chosen, chosen_labels, max_length)
         stats = fine_tune(run, data, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
                           wise_alpha=wise_alpha, stop_after=best_epoch)
         result = score(run, split)
