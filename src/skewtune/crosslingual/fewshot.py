@@ -65,6 +65,19 @@ def sample_k(items: list[Any], k: int, seed: int, labels: list[str] | None = Non
     return [items[i] for i in sorted(chosen)]
 
 
+def _shuffled_classes(n: int, seed: int, labels: list[str] | None) -> list[list[int]]:
+    """The indices of ``range(n)`` grouped by label (one group without labels), classes in sorted order, each
+    shuffled by one ``random.Random(seed)`` in that order."""
+    rng = random.Random(seed)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in range(n):
+        groups[labels[i] if labels is not None else ""].append(i)
+    ordered = [groups[key] for key in sorted(groups)]
+    for members in ordered:
+        rng.shuffle(members)
+    return ordered
+
+
 def split_holdout(n: int, fraction: float, seed: int, labels: list[str] | None = None) -> tuple[list[int], list[int]]:
     """(train, held-out) indices of ``n`` items: ``round(fraction × n)`` held out, stratified over ``labels``.
 
@@ -76,17 +89,10 @@ def split_holdout(n: int, fraction: float, seed: int, labels: list[str] | None =
         raise ConfigError(f"held-out fraction {fraction} is outside [0, 1)", "use e.g. 0.25 (a quarter of the shots)")
     if fraction == 0.0 or n < 2:
         return list(range(n)), []
-    rng = random.Random(seed)
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i in range(n):
-        groups[labels[i] if labels is not None else ""].append(i)
     held: list[int] = []
-    for key in sorted(groups):
-        members = groups[key]
-        if len(members) < 2:
-            continue
-        rng.shuffle(members)
-        held += members[: max(1, round(fraction * len(members)))]
+    for members in _shuffled_classes(n, seed, labels):
+        if len(members) >= 2:
+            held += members[: max(1, round(fraction * len(members)))]
     held_set = set(held)
     return [i for i in range(n) if i not in held_set], sorted(held)
 
@@ -97,15 +103,9 @@ def split_folds(n: int, folds: int, seed: int, labels: list[str] | None = None) 
     sizes differ by at most one and every class is spread evenly. Empty folds are dropped (``n < folds``)."""
     if folds < 2:
         raise ConfigError(f"{folds} fold(s) cannot cross-validate", "use at least 2 folds")
-    rng = random.Random(seed)
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i in range(n):
-        groups[labels[i] if labels is not None else ""].append(i)
     parts: list[list[int]] = [[] for _ in range(folds)]
     position = 0
-    for key in sorted(groups):
-        members = groups[key]
-        rng.shuffle(members)
+    for members in _shuffled_classes(n, seed, labels):
         for i in members:
             parts[position % folds].append(i)
             position += 1
